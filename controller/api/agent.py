@@ -1,0 +1,33 @@
+"""Routes node agents call: claim, report, heartbeat (node-signed, not Shared Key)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from controller.api.common import context, param
+from controller.api.responses import json_response
+from controller.api.validation import parse_model
+from controller.services import agents
+from nodeagent.messages import ClaimRequest, NodeHeartbeat, TaskReport
+
+
+async def claim(request: Request) -> Response:
+    """POST /agent/v1/attempts/{attemptId}/claim."""
+    body = parse_model(await request.body(), ClaimRequest)
+    spec = await agents.claim(context(request), param(request, "attempt_id"), body.node_id)
+    return json_response(spec.model_dump(mode="json"))
+
+
+async def report(request: Request) -> Response:
+    """POST /agent/v1/attempts/{attemptId}/report."""
+    body = parse_model(await request.body(), TaskReport)
+    answer = await agents.report(context(request), param(request, "attempt_id"), body)
+    return json_response(answer.model_dump(mode="json"))
+
+
+async def heartbeat(request: Request) -> Response:
+    """POST /agent/v1/nodes/{nodeId}/heartbeat."""
+    body = parse_model(await request.body(), NodeHeartbeat)
+    answer = await agents.heartbeat(context(request), param(request, "node_id"), body)
+    return json_response(answer.model_dump(mode="json"))

@@ -1,0 +1,52 @@
+"""/jobs routes: parse, call a service, shape the response."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from controller import render
+from controller.api.common import context, list_options, param
+from controller.api.responses import accepted, created, entity, listing
+from controller.api.validation import parse_json, parse_model
+from controller.schemas.jobs import JobCreate, JobTerminate
+from controller.services import jobs
+
+
+async def create_job(request: Request) -> Response:
+    """POST /jobs."""
+    ctx = context(request)
+    body = parse_model(await request.body(), JobCreate)
+    record = await jobs.create_job(ctx, body)
+    return created(record, render.job_url(ctx.endpoint, record["id"]))
+
+
+async def get_job(request: Request) -> Response:
+    """GET /jobs/{jobId}."""
+    ctx = context(request)
+    record = await jobs.get_job(ctx, param(request, "job_id"))
+    url = render.job_url(ctx.endpoint, record["id"])
+    return entity(render.job(record, ctx.endpoint), record, url, ctx.endpoint, "jobs")
+
+
+async def list_jobs(request: Request) -> Response:
+    """GET /jobs."""
+    ctx = context(request)
+    options = list_options(request)
+    return listing(request, await jobs.list_jobs(ctx, options), options, ctx.endpoint, "jobs")
+
+
+async def terminate_job(request: Request) -> Response:
+    """POST /jobs/{jobId}/terminate."""
+    ctx = context(request)
+    raw = await request.body()
+    body = parse_model(raw, JobTerminate) if parse_json(raw, required=False) is not None else JobTerminate()
+    record = await jobs.terminate_job(ctx, param(request, "job_id"), body.terminate_reason or "UserTerminate")
+    return accepted(record, render.job_url(ctx.endpoint, record["id"]))
+
+
+async def delete_job(request: Request) -> Response:
+    """DELETE /jobs/{jobId}."""
+    ctx = context(request)
+    request.app.state.background.add(await jobs.delete_job(ctx, param(request, "job_id")))
+    return Response(status_code=202)

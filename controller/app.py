@@ -1,0 +1,124 @@
+"""The controller's ASGI application: the full route list, error handling and background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from controller.api import agent, files, jobs, pools, tasks
+from controller.api.gate import BatchGate
+from controller.api.responses import error_response
+from controller.context import Context
+from controller.dispatch import Dispatcher, make_celery
+from controller.errors import BatchError, NotFound
+from controller.scheduler import Scheduler
+from controller.services.jobs import resume_purges
+from controller.settings import ControllerSettings
+from controller.store.keys import Keys
+from controller.store.redis import connect
+from controller.store.transitions import Transitions
+
+log = logging.getLogger(__name__)
+
+JOB = "/jobs/{job_id}"
+TASK = JOB + "/tasks/{task_id}"
+
+ROUTES = [
+    Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
+    Route("/jobs", jobs.create_job, methods=["POST"]),
+    Route("/jobs", jobs.list_jobs, methods=["GET"]),
+    Route(JOB, jobs.get_job, methods=["GET"]),
+    Route(JOB, jobs.delete_job, methods=["DELETE"]),
+    Route(JOB + "/terminate", jobs.terminate_job, methods=["POST"]),
+    Route(JOB + "/tasks", tasks.add_task, methods=["POST"]),
+    Route(JOB + "/tasks", tasks.list_tasks, methods=["GET"]),
+    Route(JOB + "/addtaskcollection", tasks.add_task_collection, methods=["POST"]),
+    Route(TASK, tasks.get_task, methods=["GET"]),
+    Route(TASK + "/files/{file_path:path}", files.task_file, methods=["GET", "HEAD"]),
+    Route("/pools", pools.create_pool, methods=["POST"]),
+    Route("/pools", pools.list_pools, methods=["GET"]),
+    Route("/pools/{pool_id}", pools.get_pool, methods=["GET"]),
+    Route("/pools/{pool_id}/nodes", pools.list_nodes, methods=["GET"]),
+    Route("/pools/{pool_id}/nodes/{node_id}", pools.get_node, methods=["GET"]),
+    Route("/agent/v1/attempts/{attempt_id}/claim", agent.claim, methods=["POST"]),
+    Route("/agent/v1/attempts/{attempt_id}/report", agent.report, methods=["POST"]),
+    Route("/agent/v1/nodes/{node_id}/heartbeat", agent.heartbeat, methods=["POST"]),
+]
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+async def _batch_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, BatchError)
+    ctx: Context = request.app.state.ctx
+    return error_response(error, _request_id(request), ctx.endpoint)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    status = getattr(error, "status_code", 500)
+    if status == 405:
+        mapped: BatchError = BatchError("The HTTP verb is not supported for this resource", code="UnsupportedHttpVerb")
+        mapped.status = 405
+    else:
+        mapped = NotFound("The requested resource does not exist", code="ResourceNotFound")
+    return error_response(mapped, _request_id(request), request.app.state.ctx.endpoint)
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    internal = BatchError("The server encountered an internal error. Please retry the request.", code="InternalError")
+    internal.status = 500
+    return error_response(internal, _request_id(request), request.app.state.ctx.endpoint)
+
+
+def build_context(settings: ControllerSettings) -> Context:
+    """Connect the store, broker and HTTP client for one process."""
+    redis = connect(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    return Context(
+        settings=settings,
+        redis=redis,
+        keys=keys,
+        transitions=Transitions(redis, keys),
+        dispatcher=Dispatcher(make_celery(settings.broker, settings.broker_key_prefix)),
+        http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
+    )
+
+
+def create_app(settings: ControllerSettings, run_scheduler: bool = True) -> BatchGate:
+    """The ASGI app: routes behind the authentication gate, with the scheduler in its lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx = build_context(settings)
+        app.state.ctx = ctx
+        app.state.background = set()
+        loops = [asyncio.create_task(resume_purges(ctx))]
+        if run_scheduler:
+            loops.append(asyncio.create_task(Scheduler(ctx).run()))
+        try:
+            yield
+        finally:
+            for loop in loops + list(app.state.background):
+                loop.cancel()
+            await asyncio.gather(*loops, *app.state.background, return_exceptions=True)
+            await ctx.http.aclose()
+            await ctx.redis.aclose()
+            ctx.dispatcher.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={BatchError: _batch_error, 404: _http_error, 405: _http_error, Exception: _unexpected},
+    )
+    return BatchGate(app, settings)

@@ -1,0 +1,38 @@
+"""What request handlers and background loops share: settings, store, keys, scripts, broker, HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from controller.dispatch import Dispatcher
+from controller.settings import ControllerSettings
+from controller.store.keys import Keys
+from controller.store.transitions import Transitions
+
+
+@dataclass
+class Context:
+    """One controller process's shared resources."""
+
+    settings: ControllerSettings
+    redis: Redis
+    keys: Keys
+    transitions: Transitions
+    dispatcher: Dispatcher
+    http: httpx.AsyncClient
+
+    @property
+    def endpoint(self) -> str:
+        """The public endpoint URL."""
+        return self.settings.endpoint
+
+    async def wake_scheduler(self) -> None:
+        """Tell the scheduler there is work (a task queued or a slot freed)."""
+        wake = self.keys.scheduler_wake()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(wake, "1")
+            pipe.ltrim(wake, 0, 0)
+            await pipe.execute()

@@ -1,0 +1,71 @@
+"""The only module that talks to Celery: offers attempts to node queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery import Celery
+
+from nodeagent.messages import RUN_ATTEMPT_TASK, Dispatch, node_queue
+
+log = logging.getLogger(__name__)
+
+
+def make_celery(broker_url: str, key_prefix: str) -> Celery:
+    """A send-only Celery app configured like the agents' (JSON only, shared key prefix)."""
+    app = Celery("batchyard-controller", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"global_keyprefix": key_prefix, "visibility_timeout": 600},
+    )
+    return app
+
+
+class Dispatcher:
+    """Sends `Dispatch` messages; the store, not the broker, is the record of what was offered."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send(self, dispatch: Dispatch) -> None:
+        """Publish one offer to the node's queue (blocking)."""
+        self.app.send_task(
+            RUN_ATTEMPT_TASK,
+            kwargs={"dispatch": dispatch.model_dump(mode="json")},
+            queue=node_queue(dispatch.node_id),
+            ignore_result=True,
+        )
+
+    def send_all(self, dispatches: list[Dispatch]) -> None:
+        """Publish several offers over one connection (blocking)."""
+        with self.app.producer_or_acquire() as producer:
+            for dispatch in dispatches:
+                self.app.send_task(
+                    RUN_ATTEMPT_TASK,
+                    kwargs={"dispatch": dispatch.model_dump(mode="json")},
+                    queue=node_queue(dispatch.node_id),
+                    ignore_result=True,
+                    producer=producer,
+                )
+
+    async def publish(self, dispatches: list[Dispatch]) -> None:
+        """Publish offers from async code without blocking the event loop; failures are logged.
+
+        A lost publish is repaired by the reconciler, which offers unclaimed attempts again.
+        """
+        if not dispatches:
+            return
+        try:
+            await asyncio.to_thread(self.send_all, dispatches)
+        except Exception as error:  # noqa: BLE001 - any broker failure is retried by the reconciler
+            log.warning("publishing %d offers failed: %s", len(dispatches), error)
+
+    def close(self) -> None:
+        """Release broker connections."""
+        pool: Any = self.app.pool
+        pool.force_close_all()

@@ -1,0 +1,38 @@
+"""Where queued tasks go: a pure function over free slots per node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Want:
+    """A queued task and the slots it needs."""
+
+    task_key: str
+    slots: int
+
+
+def place(
+    wants: Iterable[Want], free: Mapping[str, int], fill_type: str = "spread"
+) -> tuple[list[tuple[Want, str]], dict[str, int]]:
+    """Assign tasks in order to nodes with room; returns (task, node) pairs and the slots left per node.
+
+    `spread` picks the node with the most free slots, `pack` the one with the fewest that
+    still fits; ties go to the lowest node id so placement is deterministic. A task that
+    fits nowhere is skipped and later, smaller tasks may still be placed.
+    """
+    left = dict(free)
+    placed: list[tuple[Want, str]] = []
+    for want in wants:
+        fitting = [node for node, slots in left.items() if slots >= want.slots]
+        if not fitting:
+            continue
+        if fill_type == "pack":
+            node = min(fitting, key=lambda name: (left[name], name))
+        else:
+            node = min(fitting, key=lambda name: (-left[name], name))
+        left[node] -= want.slots
+        placed.append((want, node))
+    return placed, left

@@ -1,0 +1,196 @@
+"""Stored records (Redis hashes of strings) to Azure Batch JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller.domain.clock import UNLIMITED_DURATION
+
+Record = dict[str, str]
+"""A stored entity: a Redis hash read back as strings."""
+
+DEFAULT_RETENTION = "P7D"
+
+
+def _spec(record: Record) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(record.get("spec", "{}"))
+    return spec
+
+
+def _states(record: Record) -> dict[str, Any]:
+    out: dict[str, Any] = {"state": record["state"], "stateTransitionTime": record["stt"]}
+    if record.get("pstate"):
+        out["previousState"] = record["pstate"]
+        out["previousStateTransitionTime"] = record["pstt"]
+    return out
+
+
+def _common(record: Record, url: str) -> dict[str, Any]:
+    return {
+        "url": url,
+        "eTag": record["etag"],
+        "lastModified": record["modified"],
+        "creationTime": record["created"],
+        **_states(record),
+    }
+
+
+def job_url(endpoint: str, job_id: str) -> str:
+    """Absolute URL of a job."""
+    return f"{endpoint}/jobs/{job_id}"
+
+
+def task_url(endpoint: str, job_id: str, task_id: str) -> str:
+    """Absolute URL of a task."""
+    return f"{endpoint}/jobs/{job_id}/tasks/{task_id}"
+
+
+def pool_url(endpoint: str, pool_id: str) -> str:
+    """Absolute URL of a pool."""
+    return f"{endpoint}/pools/{pool_id}"
+
+
+def node_url(endpoint: str, pool_id: str, node_id: str) -> str:
+    """Absolute URL of a compute node."""
+    return f"{endpoint}/pools/{pool_id}/nodes/{node_id}"
+
+
+def job(record: Record, endpoint: str) -> dict[str, Any]:
+    """A job as BatchJob JSON."""
+    spec = _spec(record)
+    constraints = {"maxWallClockTime": UNLIMITED_DURATION, "maxTaskRetryCount": 0, **spec.pop("constraints", {})}
+    execution: dict[str, Any] = {"startTime": record["created"], "poolId": record["pool_id"]}
+    if record.get("end"):
+        execution["endTime"] = record["end"]
+        execution["terminateReason"] = record.get("reason", "UserTerminate")
+    defaults = {
+        "usesTaskDependencies": False,
+        "priority": 0,
+        "allowTaskPreemption": False,
+        "maxParallelTasks": -1,
+        "onAllTasksComplete": "noaction",
+        "onTaskFailure": "noaction",
+    }
+    return {
+        **defaults,
+        **spec,
+        "id": record["id"],
+        **_common(record, job_url(endpoint, record["id"])),
+        "constraints": constraints,
+        "executionInfo": execution,
+    }
+
+
+def task(record: Record, endpoint: str) -> dict[str, Any]:
+    """A task as BatchTask JSON."""
+    spec = _spec(record)
+    constraints = {
+        "maxWallClockTime": UNLIMITED_DURATION,
+        "retentionTime": DEFAULT_RETENTION,
+        "maxTaskRetryCount": int(record.get("max_retries", "0")),
+        **spec.pop("constraints", {}),
+    }
+    out: dict[str, Any] = {
+        "requiredSlots": 1,
+        "userIdentity": {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
+        **spec,
+        "id": record["id"],
+        **_common(record, task_url(endpoint, record["job"], record["id"])),
+        "constraints": constraints,
+        "executionInfo": _execution(record),
+    }
+    if record.get("node"):
+        out["nodeInfo"] = _node_info(record, endpoint)
+    return out
+
+
+def _execution(record: Record) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "retryCount": int(record.get("retries", "0")),
+        "requeueCount": int(record.get("requeues", "0")),
+    }
+    optional = {
+        "startTime": "start",
+        "endTime": "end",
+        "result": "result",
+        "lastRetryTime": "last_retry",
+        "lastRequeueTime": "last_requeue",
+    }
+    info.update({name: record[field] for name, field in optional.items() if record.get(field)})
+    if record.get("exit"):
+        info["exitCode"] = int(record["exit"])
+    if record.get("failure"):
+        info["failureInfo"] = _failure(json.loads(record["failure"]))
+    return info
+
+
+def _failure(failure: dict[str, Any]) -> dict[str, Any]:
+    out = {"category": failure["category"], "code": failure["code"], "message": failure["message"]}
+    if failure.get("details"):
+        out["details"] = failure["details"]
+    return out
+
+
+def _node_info(record: Record, endpoint: str) -> dict[str, Any]:
+    pool_id, node_id = record.get("pool_id", ""), record["node"]
+    return {
+        "affinityId": f"TVM:{node_id}",
+        "nodeUrl": node_url(endpoint, pool_id, node_id),
+        "poolId": pool_id,
+        "nodeId": node_id,
+        "taskRootDirectory": f"workitems/{record['job']}/job-1/{record['id']}",
+        "taskRootDirectoryUrl": f"{task_url(endpoint, record['job'], record['id'])}/files",
+    }
+
+
+def pool(record: Record, node_count: int, endpoint: str) -> dict[str, Any]:
+    """A pool as BatchPool JSON."""
+    spec = _spec(record)
+    defaults: dict[str, Any] = {
+        "resizeTimeout": "PT15M",
+        "targetDedicatedNodes": 0,
+        "targetLowPriorityNodes": 0,
+        "enableAutoScale": False,
+        "enableInterNodeCommunication": False,
+        "taskSlotsPerNode": 1,
+        "taskSchedulingPolicy": {"nodeFillType": "spread"},
+    }
+    return {
+        **defaults,
+        **spec,
+        "id": record["id"],
+        **_common(record, pool_url(endpoint, record["id"])),
+        "allocationState": record.get("alloc_state", "steady"),
+        "allocationStateTransitionTime": record.get("alloc_stt", record["created"]),
+        "currentDedicatedNodes": node_count,
+        "currentLowPriorityNodes": 0,
+    }
+
+
+def node(record: Record, vm_size: str, endpoint: str) -> dict[str, Any]:
+    """A compute node as BatchNode JSON."""
+    used = int(record.get("used", "0"))
+    state = record["state"]
+    if state == "idle" and used > 0:
+        state = "running"
+    return {
+        "id": record["id"],
+        "url": node_url(endpoint, record["pool_id"], record["id"]),
+        "state": state,
+        "schedulingState": record.get("scheduling", "enabled"),
+        "stateTransitionTime": record["stt"],
+        "lastBootTime": record.get("boot") or record["alloc"],
+        "allocationTime": record["alloc"],
+        "ipAddress": record.get("ip", ""),
+        "affinityId": f"TVM:{record['id']}",
+        "vmSize": vm_size,
+        "totalTasksRun": int(record.get("total_run", "0")),
+        "totalTasksSucceeded": int(record.get("total_ok", "0")),
+        "runningTaskSlotsCount": used,
+        "isDedicated": True,
+        "nodeAgentInfo": {
+            "version": record.get("version", ""),
+            "lastUpdateTime": record.get("boot") or record["alloc"],
+        },
+    }

@@ -1,0 +1,121 @@
+"""The scheduler: one leader at a time places queued tasks on nodes with free slots and offers them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+
+from redis.exceptions import RedisError
+
+from controller.context import Context
+from controller.domain.placement import Want, place
+from controller.domain.states import SCHEDULABLE_NODE_STATES
+from controller.reconcile import reconcile
+from controller.store import reads
+from controller.store.transitions import Placement
+from nodeagent.messages import Dispatch
+
+log = logging.getLogger(__name__)
+
+LEADER_TTL_MS = 5000
+
+
+class Scheduler:
+    """Runs placement and reconciliation passes while it holds the leader lease."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.token = uuid.uuid4().hex
+
+    async def run(self) -> None:
+        """Loop until cancelled: lead, place, reconcile, then sleep until woken or a tick passes."""
+        while True:
+            try:
+                if await self._lead():
+                    await self.place_all()
+                    await reconcile(self.ctx)
+                await self._wait()
+            except RedisError as error:
+                log.warning("scheduler pass failed, retrying: %s", error)
+                await asyncio.sleep(self.ctx.settings.scheduler_tick_seconds)
+
+    async def _lead(self) -> bool:
+        redis, key = self.ctx.redis, self.ctx.keys.scheduler_leader()
+        if await redis.set(key, self.token, nx=True, px=LEADER_TTL_MS):
+            log.info("this controller now runs the scheduler")
+            return True
+        if await redis.get(key) == self.token:
+            await redis.pexpire(key, LEADER_TTL_MS)
+            return True
+        return False
+
+    async def _wait(self) -> None:
+        await self.ctx.redis.blpop([self.ctx.keys.scheduler_wake()], timeout=self.ctx.settings.scheduler_tick_seconds)
+
+    async def place_all(self) -> None:
+        """One placement pass over every pool."""
+        for pool_key in await reads.members(self.ctx.redis, self.ctx.keys.pools()):
+            await self.place_pool(pool_key)
+
+    async def _free_slots(self, pool_key: str) -> dict[str, int]:
+        keys, redis = self.ctx.keys, self.ctx.redis
+        node_ids = await reads.members(redis, keys.pool_nodes(pool_key))
+        records = await reads.records(redis, [keys.node(node_id) for node_id in node_ids])
+        alive_after = (time.time() - self.ctx.settings.node_timeout_seconds) * 1000
+        free: dict[str, int] = {}
+        for node_id, record in zip(node_ids, records, strict=True):
+            usable = record.get("state") in SCHEDULABLE_NODE_STATES and record.get("scheduling") != "disabled"
+            if usable and float(record.get("seen", "0")) >= alive_after:
+                free[node_id] = int(record["slots"]) - int(record["used"])
+        return {node: slots for node, slots in free.items() if slots > 0}
+
+    async def place_pool(self, pool_key: str) -> None:
+        """Place as many queued tasks of the pool's jobs, in job order, as its nodes have room for."""
+        free = await self._free_slots(pool_key)
+        if not free:
+            return
+        fill_type = await self._fill_type(pool_key)
+        for job_key in await reads.members(self.ctx.redis, self.ctx.keys.pool_jobs(pool_key)):
+            free = await self._place_job(pool_key, job_key, free, fill_type)
+            if not free:
+                return
+
+    async def _fill_type(self, pool_key: str) -> str:
+        spec = await self.ctx.redis.hget(self.ctx.keys.pool(pool_key), "spec")
+        policy = json.loads(spec or "{}").get("taskSchedulingPolicy") or {}
+        return str(policy.get("nodeFillType", "spread"))
+
+    async def _place_job(self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str) -> dict[str, int]:
+        redis, keys = self.ctx.redis, self.ctx.keys
+        task_keys = await reads.members(redis, keys.job_queue(job_key), 0, sum(free.values()) - 1)
+        if not task_keys:
+            await redis.zrem(keys.pool_jobs(pool_key), job_key)
+            return free
+        rows = await reads.fields(redis, task_keys, "slots", "job", "id")
+        wants = [Want(task_key, int(row[0] or 1)) for task_key, row in zip(task_keys, rows, strict=True)]
+        placed, left = place(wants, free, fill_type)
+        names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
+        await self._offer(job_key, pool_key, placed, names)
+        return {node: slots for node, slots in left.items() if slots > 0}
+
+    async def _offer(
+        self, job_key: str, pool_key: str, placed: list[tuple[Want, str]], names: dict[str, tuple[str, str]]
+    ) -> None:
+        by_node: dict[str, list[Placement]] = defaultdict(list)
+        for want, node_id in placed:
+            by_node[node_id].append(Placement(want.task_key, uuid.uuid4().hex))
+        now_ms = int(time.time() * 1000)
+        dispatches: list[Dispatch] = []
+        for node_id, placements in by_node.items():
+            accepted = set(await self.ctx.transitions.offer(node_id, job_key, pool_key, now_ms, placements))
+            for placement in placements:
+                if placement.attempt_id in accepted:
+                    job_id, task_id = names[placement.task_key]
+                    dispatches.append(
+                        Dispatch(attempt_id=placement.attempt_id, job_id=job_id, task_id=task_id, node_id=node_id)
+                    )
+        await self.ctx.dispatcher.publish(dispatches)

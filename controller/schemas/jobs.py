@@ -1,0 +1,77 @@
+"""Job request models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from controller.schemas.common import (
+    AllTasksComplete,
+    BatchId,
+    BatchModel,
+    DisplayName,
+    Duration,
+    NameValue,
+    TaskFailureMode,
+    azure_error,
+    names_are_unique,
+)
+
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+
+
+class JobConstraints(BatchModel):
+    """Execution limits of a job."""
+
+    max_wall_clock_time: Duration | None = None
+    max_task_retry_count: int | None = Field(default=None, ge=-1)
+
+
+class PoolInfo(BatchModel):
+    """The pool a job runs on: an existing pool, or an auto pool specification."""
+
+    pool_id: str | None = None
+    auto_pool_specification: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_pool(self) -> PoolInfo:
+        if (self.pool_id is None) == (self.auto_pool_specification is None):
+            raise ValueError("exactly one of poolId and autoPoolSpecification must be set")
+        return self
+
+
+class JobCreate(BatchModel):
+    """Body of POST /jobs."""
+
+    id: BatchId
+    display_name: DisplayName | None = None
+    uses_task_dependencies: bool | None = None
+    priority: int | None = None
+    allow_task_preemption: bool | None = None
+    max_parallel_tasks: int | None = None
+    constraints: JobConstraints | None = None
+    job_manager_task: dict[str, Any] | None = None
+    job_preparation_task: dict[str, Any] | None = None
+    job_release_task: dict[str, Any] | None = None
+    common_environment_settings: list[NameValue] | None = None
+    pool_info: PoolInfo
+    on_all_tasks_complete: AllTasksComplete | None = None
+    on_task_failure: TaskFailureMode | None = None
+    network_configuration: dict[str, Any] | None = None
+    metadata: list[NameValue] | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> JobCreate:
+        if self.priority is not None and not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise azure_error("OutOfRangePriority", "priority must be between -1000 and 1000")
+        if self.max_parallel_tasks is not None and self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
+            raise ValueError("maxParallelTasks must be -1 or greater than 0")
+        names_are_unique(self.common_environment_settings, "environment setting")
+        return self
+
+
+class JobTerminate(BatchModel):
+    """Body of POST /jobs/{jobId}/terminate (optional)."""
+
+    terminate_reason: str | None = Field(default=None, max_length=1024)

@@ -1,0 +1,49 @@
+"""Pool request models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from controller.schemas.common import (
+    BatchId,
+    BatchModel,
+    DisplayName,
+    Duration,
+    JobDefaultOrder,
+    NameValue,
+    NodeFillType,
+)
+
+
+class TaskSchedulingPolicy(BatchModel):
+    """How tasks are spread over the pool's nodes."""
+
+    node_fill_type: NodeFillType
+    job_default_order: JobDefaultOrder | None = None
+
+
+class PoolCreate(BatchModel):
+    """Body of POST /pools."""
+
+    id: BatchId
+    display_name: DisplayName | None = None
+    vm_size: str = Field(min_length=1)
+    virtual_machine_configuration: dict[str, Any] | None = None
+    resize_timeout: Duration | None = None
+    target_dedicated_nodes: int | None = Field(default=None, ge=0)
+    target_low_priority_nodes: int | None = Field(default=None, ge=0)
+    enable_auto_scale: bool | None = None
+    auto_scale_formula: str | None = Field(default=None, max_length=8192)
+    auto_scale_evaluation_interval: Duration | None = None
+    enable_inter_node_communication: bool | None = None
+    network_configuration: dict[str, Any] | None = None
+    start_task: dict[str, Any] | None = None
+    application_package_references: list[dict[str, Any]] | None = None
+    task_slots_per_node: int | None = Field(default=None, ge=1, le=256)
+    task_scheduling_policy: TaskSchedulingPolicy | None = None
+    user_accounts: list[dict[str, Any]] | None = None
+    metadata: list[NameValue] | None = None
+    mount_configuration: list[dict[str, Any]] | None = None
+    upgrade_policy: dict[str, Any] | None = None

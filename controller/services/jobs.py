@@ -1,0 +1,128 @@
+"""Job use cases: create, read, list, terminate, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from controller import render
+from controller.api.odata import ListOptions
+from controller.context import Context
+from controller.domain.clock import iso, new_etag, now
+from controller.domain.ids import key_of
+from controller.domain.lifecycle import task_ended_failure
+from controller.errors import Conflict, NotFound
+from controller.render import Record
+from controller.schemas.jobs import JobCreate
+from controller.services.records import Page, load_or_404, page
+from controller.store import reads
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 500
+_PRIORITY_SPAN = 10**12
+
+
+def job_order(priority: int, seq: int) -> str:
+    """Scheduling order of a job's queue on its pool: higher priority first, then creation order."""
+    return str((1000 - priority) * _PRIORITY_SPAN + seq)
+
+
+def job_not_found(job_id: str) -> NotFound:
+    """404 JobNotFound."""
+    return NotFound(f"The specified job does not exist: {job_id}", code="JobNotFound")
+
+
+async def create_job(ctx: Context, body: JobCreate) -> Record:
+    """Create a job; 409 JobExists when an id equal ignoring case exists."""
+    job_key = key_of(body.id)
+    pool_id = body.pool_info.pool_id or f"autopool-{body.id}"
+    stamp, seq = iso(now()), await ctx.redis.incr(ctx.keys.seq())
+    fields = {
+        "id": body.id,
+        "key": job_key,
+        "spec": json.dumps(body.wire()),
+        "state": "active",
+        "stt": stamp,
+        "created": stamp,
+        "modified": stamp,
+        "etag": new_etag(),
+        "pool": key_of(pool_id),
+        "pool_id": pool_id,
+        "order": job_order(body.priority or 0, seq),
+        "on_all_complete": body.on_all_tasks_complete or "noaction",
+        "max_retries": str((body.constraints.max_task_retry_count if body.constraints else None) or 0),
+        "n_active": "0",
+        "n_running": "0",
+        "n_completed": "0",
+        "n_succeeded": "0",
+        "n_failed": "0",
+    }
+    existing = await ctx.transitions.create(ctx.keys.job(job_key), ctx.keys.jobs(), job_key, fields)
+    if existing is not None:
+        raise Conflict(f"The specified job already exists: {existing}", code="JobExists")
+    return fields
+
+
+async def get_job(ctx: Context, job_id: str) -> Record:
+    """A job's record; 404 JobNotFound."""
+    return await load_or_404(
+        ctx.redis, ctx.keys.job(key_of(job_id)), "JobNotFound", f"The specified job does not exist: {job_id}"
+    )
+
+
+async def list_jobs(ctx: Context, options: ListOptions) -> Page:
+    """A page of jobs in id order."""
+    return await page(ctx.redis, ctx.keys.jobs(), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options)
+
+
+async def terminate_job(ctx: Context, job_id: str, reason: str) -> Record:
+    """Terminate a job: running tasks are stopped and fail with TaskEnded, queued tasks stay active."""
+    record = await get_job(ctx, job_id)
+    failure = json.dumps(task_ended_failure(f"the job was terminated ({reason})").model_dump(mode="json"))
+    result = await ctx.transitions.end_job(
+        record["key"], record["pool"], "completed", iso(now()), new_etag(), reason, failure
+    )
+    _raise_for_end(result, job_id)
+    return await get_job(ctx, job_id)
+
+
+async def delete_job(ctx: Context, job_id: str) -> asyncio.Task[None]:
+    """Begin deleting a job; its tasks are removed in the background, then the job itself."""
+    record = await get_job(ctx, job_id)
+    failure = json.dumps(task_ended_failure("the job was deleted").model_dump(mode="json"))
+    result = await ctx.transitions.end_job(
+        record["key"], record["pool"], "deleting", iso(now()), new_etag(), "", failure
+    )
+    _raise_for_end(result, job_id)
+    return asyncio.create_task(purge_job(ctx, record["key"]))
+
+
+def _raise_for_end(result: list[str], job_id: str) -> None:
+    if result[0] == "nojob":
+        raise job_not_found(job_id)
+    if result[0] == "state":
+        code = {"completed": "JobCompleted", "deleting": "JobBeingDeleted"}.get(result[1], "JobNotActive")
+        raise Conflict(f"The operation is not allowed on a job in state {result[1]}", code=code)
+
+
+async def purge_job(ctx: Context, job_key: str) -> None:
+    """Delete a deleting job's tasks in batches, then the job; safe to run again after a crash."""
+    keys = ctx.keys
+    while members := await reads.members(ctx.redis, keys.job_tasks(job_key), 0, PURGE_BATCH - 1):
+        async with ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.unlink(*[keys.task(job_key, member) for member in members])
+            pipe.zrem(keys.job_tasks(job_key), *members)
+            await pipe.execute()
+    await ctx.redis.unlink(keys.job_queue(job_key), keys.job_attempts(job_key), keys.job_tasks(job_key))
+    await ctx.redis.unlink(keys.job(job_key))
+    await ctx.redis.zrem(keys.jobs(), job_key)
+    log.info("job %s deleted", job_key)
+
+
+async def resume_purges(ctx: Context) -> None:
+    """Finish deletions a previous controller process started."""
+    for job_key in await reads.members(ctx.redis, ctx.keys.jobs()):
+        if await ctx.redis.hget(ctx.keys.job(job_key), "state") == "deleting":
+            await purge_job(ctx, job_key)

@@ -1,0 +1,65 @@
+"""Reading stored records: one entity, or a page of an index."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from controller.api.odata import ListOptions, project
+from controller.errors import NotFound
+from controller.render import Record
+from controller.store import reads
+
+BATCH = 200
+
+
+async def load(redis: Redis, key: str) -> Record | None:
+    """One stored hash, or None when absent."""
+    found = await reads.record(redis, key)
+    return found or None
+
+
+async def load_or_404(redis: Redis, key: str, code: str, message: str) -> Record:
+    """One stored hash, or 404 with `code`."""
+    record = await load(redis, key)
+    if record is None or record.get("state") == "deleted":
+        raise NotFound(message, code=code)
+    return record
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: rendered items and the token of the next page ('' when last)."""
+
+    items: list[dict[str, Any]]
+    next_token: str
+
+
+async def page(
+    redis: Redis,
+    index_key: str,
+    key_of: Callable[[str], str],
+    render: Callable[[Record], Awaitable[dict[str, Any]] | dict[str, Any]],
+    options: ListOptions,
+) -> Page:
+    """Walk a lexical index after the skip token, render, filter and project up to max results."""
+    items: list[dict[str, Any]] = []
+    after = options.skip_token
+    while True:
+        members = await reads.members_after(redis, index_key, after, BATCH)
+        if not members:
+            return Page(items, "")
+        records = await reads.records(redis, [key_of(member) for member in members])
+        for member, record in zip(members, records, strict=True):
+            if not record:
+                continue
+            rendered = render(record)
+            item = rendered if isinstance(rendered, dict) else await rendered
+            if options.predicate is None or options.predicate(item):
+                items.append(project(item, options.select))
+                if len(items) == options.max_results:
+                    return Page(items, member)
+        after = members[-1]

@@ -1,0 +1,168 @@
+"""Task use cases: add one, add a collection, read, list."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller import render
+from controller.api.odata import ListOptions
+from controller.api.validation import error_from_validation
+from controller.context import Context
+from controller.domain.clock import iso, new_etag, now
+from controller.domain.ids import key_of
+from controller.errors import BatchError, Conflict, NotFound
+from controller.render import Record
+from controller.schemas.tasks import TaskCreate
+from controller.services.jobs import get_job, job_not_found
+from controller.services.records import Page, load_or_404, page
+
+MAX_COLLECTION = 100
+RESERVED_IDS = (
+    ("jobPreparationTask", "jobpreparation", "TaskIdSameAsJobPreparationTask"),
+    ("jobReleaseTask", "jobrelease", "TaskIdSameAsJobReleaseTask"),
+)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """The outcome of adding one task: its record, or the error that refused it."""
+
+    task_id: str
+    record: Record | None = None
+    error: BatchError | None = None
+
+
+def _reserved_id_error(job_spec: dict[str, Any], task_id: str) -> BatchError | None:
+    for prop, default_id, code in RESERVED_IDS:
+        special = job_spec.get(prop)
+        if special is not None and key_of(special.get("id") or default_id) == key_of(task_id):
+            return Conflict(f"The task id {task_id} is the id of the job's {prop}", code=code)
+    return None
+
+
+def _task_fields(job: Record, body: TaskCreate, stamp: str) -> dict[str, str]:
+    constraint = body.constraints.max_task_retry_count if body.constraints else None
+    return {
+        "id": body.id,
+        "key": key_of(body.id),
+        "job": job["id"],
+        "pool_id": job["pool_id"],
+        "spec": json.dumps(body.wire()),
+        "state": "active",
+        "stt": stamp,
+        "created": stamp,
+        "modified": stamp,
+        "etag": new_etag(),
+        "slots": str(body.required_slots or 1),
+        "retries": "0",
+        "requeues": "0",
+        "max_retries": str(constraint if constraint is not None else job.get("max_retries", "0")),
+    }
+
+
+def _check_dependencies(job_spec: dict[str, Any], body: TaskCreate) -> BatchError | None:
+    if body.depends_on is not None and not job_spec.get("usesTaskDependencies"):
+        return BatchError(
+            "The job does not use task dependencies, so a task may not depend on others",
+            code="TaskDependenciesNotSpecifiedOnJob",
+        )
+    return None
+
+
+async def add_tasks(ctx: Context, job_id: str, bodies: list[TaskCreate]) -> list[AddResult]:
+    """Add validated tasks to a job atomically per task; results in request order."""
+    job = await get_job(ctx, job_id)
+    job_spec = json.loads(job["spec"])
+    stamp = iso(now())
+    results: dict[int, AddResult] = {}
+    accepted: list[tuple[int, TaskCreate, dict[str, str]]] = []
+    for index, body in enumerate(bodies):
+        error = _reserved_id_error(job_spec, body.id) or _check_dependencies(job_spec, body)
+        if error is not None:
+            results[index] = AddResult(body.id, error=error)
+        else:
+            accepted.append((index, body, _task_fields(job, body, stamp)))
+    if accepted:
+        statuses = await _store_tasks(ctx, job, [(body.id, fields) for _, body, fields in accepted])
+        for (index, body, fields), existing in zip(accepted, statuses, strict=True):
+            if existing:
+                error = Conflict(f"The specified task already exists: {existing}", code="TaskExists")
+                results[index] = AddResult(body.id, error=error)
+            else:
+                results[index] = AddResult(body.id, record=fields)
+        await ctx.wake_scheduler()
+    return [results[index] for index in range(len(bodies))]
+
+
+async def _store_tasks(ctx: Context, job: Record, tasks: list[tuple[str, dict[str, str]]]) -> list[str]:
+    pairs = [(key_of(task_id), fields) for task_id, fields in tasks]
+    for _ in range(3):
+        result = await ctx.transitions.add_tasks(job["key"], job["pool"], job["order"], pairs)
+        if result[0] == "ok":
+            return result[1:]
+        if result[0] == "nojob":
+            raise job_not_found(job["id"])
+        if result[0] == "state":
+            raise _job_state_conflict(result[1])
+        job = await get_job(ctx, job["id"])
+    raise Conflict("The job changed pools while tasks were being added; retry the request")
+
+
+def _job_state_conflict(state: str) -> Conflict:
+    code = {"completed": "JobCompleted", "terminating": "JobBeingTerminated", "deleting": "JobBeingDeleted"}[state]
+    return Conflict(f"Tasks cannot be added to a job in state {state}", code=code)
+
+
+def parse_collection_item(item: Any) -> TaskCreate | AddResult:
+    """Validate one addtaskcollection item; an AddResult carries its error."""
+    try:
+        return TaskCreate.model_validate(item)
+    except ValidationError as error:
+        task_id = item.get("id", "") if isinstance(item, dict) else ""
+        return AddResult(str(task_id), error=error_from_validation(error))
+
+
+async def add_collection(ctx: Context, job_id: str, items: list[Any]) -> list[AddResult]:
+    """addtaskcollection: at most 100 tasks, each accepted or refused on its own."""
+    if len(items) > MAX_COLLECTION:
+        raise BatchError(
+            f"A task collection may contain at most {MAX_COLLECTION} tasks",
+            code="RequestBodyTooLarge",
+        ) from None
+    parsed = [parse_collection_item(item) for item in items]
+    valid = [entry for entry in parsed if isinstance(entry, TaskCreate)]
+    added = iter(await add_tasks(ctx, job_id, valid) if valid else await _require_job(ctx, job_id))
+    return [entry if isinstance(entry, AddResult) else next(added) for entry in parsed]
+
+
+async def _require_job(ctx: Context, job_id: str) -> list[AddResult]:
+    await get_job(ctx, job_id)
+    return []
+
+
+def task_not_found(task_id: str) -> NotFound:
+    """404 TaskNotFound."""
+    return NotFound(f"The specified task does not exist: {task_id}", code="TaskNotFound")
+
+
+async def get_task(ctx: Context, job_id: str, task_id: str) -> Record:
+    """A task's record; 404 JobNotFound or TaskNotFound."""
+    job = await get_job(ctx, job_id)
+    key = ctx.keys.task(job["key"], key_of(task_id))
+    return await load_or_404(ctx.redis, key, "TaskNotFound", f"The specified task does not exist: {task_id}")
+
+
+async def list_tasks(ctx: Context, job_id: str, options: ListOptions) -> Page:
+    """A page of a job's tasks in id order."""
+    job = await get_job(ctx, job_id)
+    return await page(
+        ctx.redis,
+        ctx.keys.job_tasks(job["key"]),
+        lambda member: ctx.keys.task(job["key"], member),
+        lambda record: render.task(record, ctx.endpoint),
+        options,
+    )

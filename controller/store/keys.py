@@ -1,0 +1,92 @@
+"""Every Redis key the controller uses, built from one configurable prefix.
+
+Lua scripts never build keys: they get them as KEYS or read them from fields
+that these functions filled in (queue members and attempt records hold full keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key builder for one deployment prefix."""
+
+    prefix: str
+
+    def seq(self) -> str:
+        """Counter giving every created entity its creation order."""
+        return f"{self.prefix}:seq"
+
+    def jobs(self) -> str:
+        """Sorted set (lexical) of job keys."""
+        return f"{self.prefix}:jobs"
+
+    def job(self, job_key: str) -> str:
+        """Hash of one job."""
+        return f"{self.prefix}:job:{job_key}"
+
+    def job_tasks(self, job_key: str) -> str:
+        """Sorted set (lexical) of one job's task keys."""
+        return f"{self.prefix}:job:{job_key}:tasks"
+
+    def job_queue(self, job_key: str) -> str:
+        """Sorted set of task hash keys waiting for a node, scored by arrival order."""
+        return f"{self.prefix}:job:{job_key}:queue"
+
+    def job_attempts(self, job_key: str) -> str:
+        """Set of the job's live (offered or running) attempt hash keys."""
+        return f"{self.prefix}:job:{job_key}:attempts"
+
+    def task(self, job_key: str, task_key: str) -> str:
+        """Hash of one task."""
+        return f"{self.prefix}:task:{job_key}:{task_key}"
+
+    def pools(self) -> str:
+        """Sorted set (lexical) of pool keys."""
+        return f"{self.prefix}:pools"
+
+    def pool(self, pool_key: str) -> str:
+        """Hash of one pool."""
+        return f"{self.prefix}:pool:{pool_key}"
+
+    def pool_jobs(self, pool_key: str) -> str:
+        """Sorted set of job keys with queued tasks on a pool, scored by job order."""
+        return f"{self.prefix}:pool:{pool_key}:jobs"
+
+    def pool_nodes(self, pool_key: str) -> str:
+        """Sorted set (lexical) of node ids in a pool."""
+        return f"{self.prefix}:pool:{pool_key}:nodes"
+
+    def node(self, node_id: str) -> str:
+        """Hash of one compute node."""
+        return f"{self.prefix}:node:{node_id}"
+
+    def node_attempts(self, node_id: str) -> str:
+        """Set of attempt hash keys placed on a node."""
+        return f"{self.prefix}:node:{node_id}:attempts"
+
+    def attempt(self, attempt_id: str) -> str:
+        """Hash of one attempt."""
+        return f"{self.prefix}:attempt:{attempt_id}"
+
+    def offers(self) -> str:
+        """Sorted set of offered, unclaimed attempt keys scored by offer time (ms)."""
+        return f"{self.prefix}:offers"
+
+    def leases(self) -> str:
+        """Sorted set of running attempt keys scored by lease expiry (ms)."""
+        return f"{self.prefix}:leases"
+
+    def scheduler_wake(self) -> str:
+        """List the scheduler blocks on; a push wakes it."""
+        return f"{self.prefix}:scheduler:wake"
+
+    def scheduler_leader(self) -> str:
+        """The scheduler leadership lease (value: the holder's token)."""
+        return f"{self.prefix}:scheduler:leader"
+
+    def attempt_id_of(self, attempt_key: str) -> str:
+        """The attempt id inside an attempt hash key."""
+        return attempt_key.removeprefix(f"{self.prefix}:attempt:")

@@ -1,0 +1,23 @@
+-- A node claims an offered attempt: offered -> running, task active -> running.
+-- KEYS: 1 attempt, 2 offers, 3 leases. ARGV: 1 node id, 2 now (ISO), 3 lease expiry (ms), 4 new etag.
+-- Returns {"ok", task hash key} or {"refused", reason}.
+local attempt = KEYS[1]
+local astate = redis.call('HGET', attempt, 'state')
+if astate ~= 'offered' then return {'refused', 'attempt is ' .. tostring(astate)} end
+if redis.call('HGET', attempt, 'node_id') ~= ARGV[1] then return {'refused', 'attempt belongs to another node'} end
+local task = redis.call('HGET', attempt, 'task')
+if redis.call('HGET', task, 'attempt') ~= attempt or redis.call('HGET', task, 'state') ~= 'active' then
+  return {'refused', 'task moved on'}
+end
+local now = ARGV[2]
+redis.call('HSET', task, 'pstate', 'active', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'running',
+  'stt', now, 'start', now, 'node', ARGV[1], 'modified', now, 'etag', ARGV[4])
+if tonumber(redis.call('HGET', task, 'retries') or '0') > 0 then redis.call('HSET', task, 'last_retry', now) end
+local job = redis.call('HGET', attempt, 'job')
+redis.call('HINCRBY', job, 'n_active', -1)
+redis.call('HINCRBY', job, 'n_running', 1)
+redis.call('HINCRBY', redis.call('HGET', attempt, 'node'), 'total_run', 1)
+redis.call('HSET', attempt, 'state', 'running')
+redis.call('ZREM', KEYS[2], attempt)
+redis.call('ZADD', KEYS[3], ARGV[3], attempt)
+return {'ok', task}

@@ -1,0 +1,47 @@
+-- The claiming node reports an attempt's end: the task completes or goes back to the queue.
+-- KEYS: 1 attempt, 2 leases.
+-- ARGV: 1 node id, 2 mode ("completed" | "retry"), 3 result ("success" | "failure" | ""), 4 now (ISO),
+--       5 job etag, then task field/value pairs (an empty value deletes the field).
+-- Returns {"ok", "job-completed" | ""} or {"refused", reason}.
+local attempt = KEYS[1]
+if redis.call('HGET', attempt, 'state') ~= 'running' then return {'refused', 'attempt is not running'} end
+if redis.call('HGET', attempt, 'node_id') ~= ARGV[1] then return {'refused', 'attempt belongs to another node'} end
+local task = redis.call('HGET', attempt, 'task')
+if redis.call('HGET', task, 'attempt') ~= attempt or redis.call('HGET', task, 'state') ~= 'running' then
+  return {'refused', 'task moved on'}
+end
+local job, node = redis.call('HGET', attempt, 'job'), redis.call('HGET', attempt, 'node')
+redis.call('HINCRBY', node, 'used', -tonumber(redis.call('HGET', attempt, 'slots')))
+redis.call('SREM', redis.call('HGET', attempt, 'node_attempts'), attempt)
+redis.call('SREM', redis.call('HGET', attempt, 'job_attempts'), attempt)
+redis.call('ZREM', KEYS[2], attempt)
+redis.call('HSET', attempt, 'state', 'done')
+redis.call('EXPIRE', attempt, 86400)
+redis.call('HDEL', task, 'attempt')
+redis.call('HSET', task, 'pstate', redis.call('HGET', task, 'state'), 'pstt', redis.call('HGET', task, 'stt'))
+for i = 6, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', task, ARGV[i]) else redis.call('HSET', task, ARGV[i], ARGV[i + 1]) end
+end
+redis.call('HINCRBY', job, 'n_running', -1)
+if ARGV[2] == 'retry' then
+  redis.call('HINCRBY', job, 'n_active', 1)
+  redis.call('ZADD', redis.call('HGET', attempt, 'queue'), redis.call('HGET', task, 'seq'), task)
+  redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
+    redis.call('HGET', job, 'key'))
+  return {'ok', ''}
+end
+redis.call('HINCRBY', job, 'n_completed', 1)
+if ARGV[3] == 'success' then
+  redis.call('HINCRBY', job, 'n_succeeded', 1)
+  redis.call('HINCRBY', node, 'total_ok', 1)
+else
+  redis.call('HINCRBY', job, 'n_failed', 1)
+end
+local idle = tonumber(redis.call('HGET', job, 'n_active')) == 0 and tonumber(redis.call('HGET', job, 'n_running')) == 0
+if idle and redis.call('HGET', job, 'on_all_complete') == 'terminatejob' and redis.call('HGET', job, 'state') == 'active' then
+  local now = ARGV[4]
+  redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'completed',
+    'stt', now, 'end', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
+  return {'ok', 'job-completed'}
+end
+return {'ok', ''}

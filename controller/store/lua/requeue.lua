@@ -1,0 +1,35 @@
+-- Take an attempt back from its node (lease expired, offer unclaimed, node lost) and queue the task again.
+-- KEYS: 1 attempt, 2 leases, 3 offers.
+-- ARGV: 1 only-if state ("running" | "offered" | "any"), 2 count as a requeue ("1" | "0"), 3 now (ISO), 4 etag.
+-- Returns {"ok", previous attempt state} or {"noop"}.
+local attempt = KEYS[1]
+local astate = redis.call('HGET', attempt, 'state')
+if not astate or astate == 'done' or (ARGV[1] ~= 'any' and ARGV[1] ~= astate) then return {'noop'} end
+local task, job = redis.call('HGET', attempt, 'task'), redis.call('HGET', attempt, 'job')
+redis.call('HINCRBY', redis.call('HGET', attempt, 'node'), 'used', -tonumber(redis.call('HGET', attempt, 'slots')))
+redis.call('SREM', redis.call('HGET', attempt, 'node_attempts'), attempt)
+redis.call('SREM', redis.call('HGET', attempt, 'job_attempts'), attempt)
+redis.call('ZREM', KEYS[2], attempt)
+redis.call('ZREM', KEYS[3], attempt)
+redis.call('HSET', attempt, 'state', 'done')
+redis.call('EXPIRE', attempt, 86400)
+if redis.call('HGET', task, 'attempt') ~= attempt then return {'ok', astate} end
+redis.call('HDEL', task, 'attempt')
+local now = ARGV[3]
+if redis.call('HGET', task, 'state') == 'running' then
+  redis.call('HSET', task, 'pstate', 'running', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'active',
+    'stt', now, 'modified', now, 'etag', ARGV[4])
+  redis.call('HINCRBY', job, 'n_running', -1)
+  redis.call('HINCRBY', job, 'n_active', 1)
+end
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', task, 'requeues', 1)
+  redis.call('HSET', task, 'last_requeue', now)
+end
+local jstate = redis.call('HGET', job, 'state')
+if jstate ~= 'completed' and jstate ~= 'terminating' and jstate ~= 'deleting' then
+  redis.call('ZADD', redis.call('HGET', attempt, 'queue'), redis.call('HGET', task, 'seq'), task)
+  redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
+    redis.call('HGET', job, 'key'))
+end
+return {'ok', astate}

@@ -1,0 +1,140 @@
+"""The only code that changes job, task, pool, node and attempt state: atomic Lua compare-and-sets.
+
+Each function runs one script from `lua/`. Python decides what a change should
+be (the domain functions); a script applies it only if the state it was decided
+on still holds, so concurrent controllers, late reports and duplicate
+deliveries cannot overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from controller.store.keys import Keys
+
+
+def _load(name: str) -> str:
+    return resources.files("controller.store").joinpath(f"lua/{name}.lua").read_text()
+
+
+SCRIPT_NAMES = ("create", "add_tasks", "offer", "claim", "finish", "requeue", "heartbeat", "end_job", "node_silent")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One task the scheduler wants on a node, with the attempt id it chose."""
+
+    task_key: str
+    attempt_id: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a node said about itself, ready for the store."""
+
+    node_id: str
+    pool_key: str
+    pool_id: str
+    slots: int
+    file_url: str
+    ip: str
+    version: str
+    boot: str
+    attempt_keys: Sequence[str]
+
+
+class Transitions:
+    """The registered scripts, bound to one Redis connection and key prefix."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._scripts: dict[str, AsyncScript] = {name: redis.register_script(_load(name)) for name in SCRIPT_NAMES}
+
+    async def _run(self, name: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
+        return await self._scripts[name](keys=list(keys), args=[str(arg) for arg in args])
+
+    async def create(self, hash_key: str, index_key: str, member: str, fields: Mapping[str, str]) -> str | None:
+        """Create an entity; None on success, else the id of the entity that already exists."""
+        flat = [item for pair in fields.items() for item in pair]
+        result = cast(list[str], await self._run("create", [hash_key, index_key], [member, *flat]))
+        return None if result[0] == "ok" else result[1]
+
+    async def add_tasks(
+        self, job_key: str, pool_key: str, order: str, tasks: Sequence[tuple[str, Mapping[str, str]]]
+    ) -> list[str]:
+        """Add (task key, fields) pairs; returns the script's status list (see add_tasks.lua)."""
+        k = self.keys
+        keys = [k.job(job_key), k.job_tasks(job_key), k.job_queue(job_key), k.pool_jobs(pool_key), k.seq()]
+        args: list[str] = [pool_key, order]
+        for task_key, fields in tasks:
+            args += [k.task(job_key, task_key), task_key, json.dumps(dict(fields))]
+        return cast(list[str], await self._run("add_tasks", keys, args))
+
+    async def offer(
+        self, node_id: str, job_key: str, pool_key: str, now_ms: int, placements: Sequence[Placement]
+    ) -> list[str]:
+        """Offer tasks of one job to one node; returns the attempt ids actually placed."""
+        k = self.keys
+        keys = [
+            k.node(node_id),
+            k.node_attempts(node_id),
+            k.offers(),
+            k.job(job_key),
+            k.job_queue(job_key),
+            k.job_attempts(job_key),
+            k.pool_jobs(pool_key),
+        ]
+        args: list[Any] = [now_ms, node_id]
+        for placement in placements:
+            args += [placement.task_key, k.attempt(placement.attempt_id), placement.attempt_id]
+        return cast(list[str], await self._run("offer", keys, args))
+
+    async def claim(self, attempt_id: str, node_id: str, now: str, lease_expiry_ms: int, etag: str) -> tuple[bool, str]:
+        """Claim an offered attempt; (True, task hash key) or (False, reason)."""
+        k = self.keys
+        keys = [k.attempt(attempt_id), k.offers(), k.leases()]
+        status, detail = await self._run("claim", keys, [node_id, now, lease_expiry_ms, etag])
+        return status == "ok", detail
+
+    async def finish(
+        self, attempt_id: str, node_id: str, mode: str, result: str, now: str, etag: str, fields: Mapping[str, str]
+    ) -> tuple[bool, str]:
+        """Apply an attempt's end; (True, "job-completed" or "") or (False, reason)."""
+        keys = [self.keys.attempt(attempt_id), self.keys.leases()]
+        flat = [item for pair in fields.items() for item in pair]
+        status, detail = await self._run("finish", keys, [node_id, mode, result, now, etag, *flat])
+        return status == "ok", detail
+
+    async def requeue(self, attempt_key: str, only_if: str, count: bool, now: str, etag: str) -> str | None:
+        """Take an attempt back and queue its task again; the attempt's former state, or None if nothing changed."""
+        keys = [attempt_key, self.keys.leases(), self.keys.offers()]
+        result = cast(list[str], await self._run("requeue", keys, [only_if, int(count), now, etag]))
+        return result[1] if result[0] == "ok" else None
+
+    async def heartbeat(self, beat: Heartbeat, now: str, now_ms: int, lease_expiry_ms: int, etag: str) -> list[str]:
+        """Record a node's heartbeat; returns the attempt keys it must stop."""
+        k = self.keys
+        keys = [k.node(beat.node_id), k.pool_nodes(beat.pool_key), k.leases()]
+        args: list[Any] = [beat.node_id, beat.pool_key, beat.pool_id, now, now_ms, lease_expiry_ms, beat.slots]
+        args += [beat.file_url, beat.ip, beat.version, beat.boot, etag, *beat.attempt_keys]
+        return cast(list[str], await self._run("heartbeat", keys, args))
+
+    async def end_job(
+        self, job_key: str, pool_key: str, target: str, now: str, etag: str, reason: str, failure: str
+    ) -> list[str]:
+        """Terminate (target completed) or begin deleting a job; returns the script's status list."""
+        k = self.keys
+        keys = [k.job(job_key), k.job_attempts(job_key), k.leases(), k.offers(), k.pool_jobs(pool_key)]
+        return cast(list[str], await self._run("end_job", keys, [target, now, etag, reason, failure]))
+
+    async def node_silent(self, node_id: str, cutoff_ms: int, now: str, etag: str) -> bool:
+        """Mark a node unknown if it has not been heard from since `cutoff_ms`; True when it changed."""
+        return bool(await self._run("node_silent", [self.keys.node(node_id)], [cutoff_ms, now, etag]))

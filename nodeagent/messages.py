@@ -1,0 +1,218 @@
+"""The wire contract between the controller and the node agents.
+
+This is the only agent module the controller imports. It holds the Celery
+dispatch payload, the bodies of the agent's HTTP calls to the controller
+(claim, report, heartbeat), the signature both sides put on those calls and on
+the agent's file server, and the names they share (Celery task name, queue
+names, URL paths). It depends on pydantic and the standard library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RUN_ATTEMPT_TASK = "batchyard.run_attempt"
+"""Celery task name the controller sends and the agent registers."""
+
+SIGNATURE_HEADER = "x-batchyard-signature"
+"""Header carrying `node_signature` on agent <-> controller calls."""
+
+DATE_HEADER = "x-batchyard-date"
+"""Header carrying the RFC-1123 date that the signature covers."""
+
+MAX_CLOCK_SKEW_SECONDS = 900
+"""Signed calls older or newer than this are refused (the same window as Shared Key)."""
+
+AGENT_API_PREFIX = "/agent/v1"
+"""Controller path prefix of the calls agents make."""
+
+FILE_SERVER_PREFIX = "/v1/files"
+"""Agent file-server path prefix; the rest is a path relative to the node root."""
+
+FILE_MODE_HEADER = "x-batchyard-file-mode"
+"""Agent file-server header: the file's mode as an octal string."""
+
+CREATION_TIME_HEADER = "x-batchyard-creation-time"
+"""Agent file-server header: the file's creation (change) time, RFC-1123."""
+
+
+def node_queue(node_id: str) -> str:
+    """Celery queue that one node consumes."""
+    return f"batchyard.node.{node_id}"
+
+
+def claim_path(attempt_id: str) -> str:
+    """Controller path an agent posts to claim an attempt."""
+    return f"{AGENT_API_PREFIX}/attempts/{attempt_id}/claim"
+
+
+def report_path(attempt_id: str) -> str:
+    """Controller path an agent posts an attempt's outcome to."""
+    return f"{AGENT_API_PREFIX}/attempts/{attempt_id}/report"
+
+
+def heartbeat_path(node_id: str) -> str:
+    """Controller path an agent posts heartbeats to."""
+    return f"{AGENT_API_PREFIX}/nodes/{node_id}/heartbeat"
+
+
+def node_signature(secret: str, method: str, path: str, date: str, body: bytes) -> str:
+    """HMAC-SHA256 over the method, raw path, date and body digest, base64-encoded."""
+    digest = hashlib.sha256(body).hexdigest()
+    message = f"{method.upper()}\n{path}\n{date}\n{digest}".encode()
+    mac = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(mac).decode()
+
+
+def signatures_match(expected: str, given: str) -> bool:
+    """Constant-time comparison of two signatures."""
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+class WireModel(BaseModel):
+    """Base for messages: immutable, unknown fields ignored so versions can differ."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Dispatch(WireModel):
+    """The Celery payload: attempt `attempt_id` of a task is offered to `node_id`."""
+
+    attempt_id: str
+    job_id: str
+    task_id: str
+    node_id: str
+
+
+class ResourceFileSpec(WireModel):
+    """One resource file to place under the task working directory."""
+
+    http_url: str | None = None
+    storage_container_url: str | None = None
+    auto_storage_container_name: str | None = None
+    blob_prefix: str | None = None
+    file_path: str | None = None
+    file_mode: str | None = None
+
+
+class UploadHeader(WireModel):
+    """An HTTP header set on the Put Blob request of an output file."""
+
+    name: str
+    value: str | None = None
+
+
+UploadCondition = Literal["tasksuccess", "taskfailure", "taskcompletion"]
+
+
+class OutputFileSpec(WireModel):
+    """Files matching `file_pattern` uploaded to `container_url` under `path`."""
+
+    file_pattern: str
+    container_url: str
+    path: str | None = None
+    upload_headers: list[UploadHeader] = Field(default_factory=list)
+    upload_condition: UploadCondition = "taskcompletion"
+
+
+class UserIdentitySpec(WireModel):
+    """Who the command runs as: a pool user account by name, or an auto user."""
+
+    username: str | None = None
+    auto_user_scope: Literal["task", "pool"] = "pool"
+    elevation_level: Literal["nonadmin", "admin"] = "nonadmin"
+
+
+class AttemptSpec(WireModel):
+    """Everything an agent needs to run one attempt; the answer to a successful claim."""
+
+    attempt_id: str
+    job_id: str
+    task_id: str
+    pool_id: str
+    node_id: str
+    account_name: str
+    account_url: str
+    command_line: str
+    environment: dict[str, str] = Field(default_factory=dict)
+    resource_files: list[ResourceFileSpec] = Field(default_factory=list)
+    output_files: list[OutputFileSpec] = Field(default_factory=list)
+    user_identity: UserIdentitySpec = Field(default_factory=UserIdentitySpec)
+    max_wall_clock_seconds: float | None = None
+    retention_seconds: float | None = None
+    required_slots: int = 1
+    retry_count: int = 0
+
+
+class ClaimRequest(WireModel):
+    """Body of a claim: the node that asks."""
+
+    node_id: str
+
+
+FailureCategory = Literal["usererror", "servererror"]
+
+
+class FailureDetail(WireModel):
+    """One name/value pair of a failure's details."""
+
+    name: str
+    value: str
+
+
+class FailureInfo(WireModel):
+    """Why an attempt failed, in Azure's `failureInfo` shape."""
+
+    category: FailureCategory
+    code: str
+    message: str
+    details: list[FailureDetail] = Field(default_factory=list)
+
+
+AttemptOutcome = Literal["exited", "preprocessing_error", "upload_error", "timed_out", "aborted"]
+
+
+class TaskReport(WireModel):
+    """The outcome of one attempt, sent by the agent that claimed it."""
+
+    node_id: str
+    outcome: AttemptOutcome
+    exit_code: int | None = None
+    start_time: datetime | None = None
+    end_time: datetime
+    failure: FailureInfo | None = None
+    user_cpu_seconds: float = 0.0
+    kernel_cpu_seconds: float = 0.0
+    wall_clock_seconds: float = 0.0
+
+
+class ReportAnswer(WireModel):
+    """The controller's answer to a report: accepted, or refused as stale."""
+
+    accepted: bool
+    reason: str = ""
+
+
+class NodeHeartbeat(WireModel):
+    """Periodic liveness and capacity report of one node; the first one registers it."""
+
+    node_id: str
+    pool_id: str
+    task_slots: int
+    running_attempts: list[str] = Field(default_factory=list)
+    file_server_url: str
+    ip_address: str = "127.0.0.1"
+    agent_version: str = "0"
+    boot_time: datetime | None = None
+
+
+class HeartbeatAnswer(WireModel):
+    """The controller's answer: attempts the node must stop because they are no longer its own."""
+
+    stale_attempts: list[str] = Field(default_factory=list)
