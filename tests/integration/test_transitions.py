@@ -1,0 +1,126 @@
+"""The store's compare-and-set transitions against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from controller.store.keys import Keys
+from controller.store.transitions import Heartbeat, Placement, Transitions
+
+NOW = "2026-01-01T00:00:00.000000Z"
+
+
+@pytest.fixture
+async def store(redis_server: Any) -> AsyncIterator[Transitions]:
+    redis = Redis.from_url(redis_server.url, decode_responses=True)
+    yield Transitions(redis, Keys(f"test-{uuid.uuid4().hex}"))
+    await redis.aclose()
+
+
+async def _job_with_tasks(store: Transitions, count: int, on_all_complete: str = "noaction") -> list[str]:
+    keys = store.keys
+    fields = {"id": "Job", "key": "job", "state": "active", "stt": NOW, "pool": "p", "pool_id": "p", "order": "1"}
+    counters = {name: "0" for name in ("n_active", "n_running", "n_completed", "n_succeeded", "n_failed")}
+    await store.create(keys.job("job"), keys.jobs(), "job", {**fields, **counters, "on_all_complete": on_all_complete})
+    tasks = [(f"t{i}", {"id": f"t{i}", "job": "Job", "state": "active", "stt": NOW, "slots": "1"}) for i in range(count)]
+    result = await store.add_tasks("job", "p", "1", tasks)
+    assert result[0] == "ok"
+    return [keys.task("job", task_key) for task_key, _ in tasks]
+
+
+async def _node(store: Transitions, node_id: str = "n1", slots: int = 2) -> None:
+    beat = Heartbeat(node_id, "p", "p", slots, "http://127.0.0.1:1", "127.0.0.1", "1", NOW, [])
+    await store.heartbeat(beat, NOW, 0, 0, "0x1")
+
+
+async def _running(store: Transitions, task_key: str, node_id: str = "n1") -> str:
+    attempt_id = uuid.uuid4().hex
+    assert await store.offer(node_id, "job", "p", 0, [Placement(task_key, attempt_id)]) == [attempt_id]
+    ok, _ = await store.claim(attempt_id, node_id, NOW, int(time.time() * 1000) + 60_000, "0x2")
+    assert ok
+    return attempt_id
+
+
+async def test_two_claims_of_one_attempt_only_one_wins(store: Transitions) -> None:
+    # Given one offered attempt
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store)
+    attempt_id = uuid.uuid4().hex
+    await store.offer("n1", "job", "p", 0, [Placement(task_key, attempt_id)])
+    # When the same dispatch is claimed twice at once
+    results = await asyncio.gather(*[store.claim(attempt_id, "n1", NOW, 1, "0x2") for _ in range(2)])
+    # Then exactly one claim succeeds
+    assert sorted(ok for ok, _ in results) == [False, True]
+
+
+async def test_claim_from_another_node_is_refused(store: Transitions) -> None:
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store, "n1")
+    attempt_id = uuid.uuid4().hex
+    await store.offer("n1", "job", "p", 0, [Placement(task_key, attempt_id)])
+    ok, reason = await store.claim(attempt_id, "n2", NOW, 1, "0x2")
+    assert not ok and "another node" in reason
+
+
+async def test_offer_never_exceeds_free_slots(store: Transitions) -> None:
+    task_keys = await _job_with_tasks(store, 3)
+    await _node(store, slots=2)
+    placements = [Placement(key, uuid.uuid4().hex) for key in task_keys]
+    placed = await store.offer("n1", "job", "p", 0, placements)
+    assert len(placed) == 2
+    assert await store.redis.hget(store.keys.node("n1"), "used") == "2"
+
+
+async def test_expired_lease_requeues_and_late_report_is_refused(store: Transitions) -> None:
+    # Given a running attempt
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store)
+    attempt_id = await _running(store, task_key)
+    # When its lease is taken back
+    previous = await store.requeue(store.keys.attempt(attempt_id), "running", True, NOW, "0x3")
+    # Then the task is active again with requeueCount 1 and queued, and the old attempt cannot report
+    task = await store.redis.hgetall(task_key)
+    assert (previous, task["state"], task["requeues"], task.get("retries", "0")) == ("running", "active", "1", "0")
+    assert await store.redis.zscore(store.keys.job_queue("job"), task_key) is not None
+    ok, _ = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x4", {"state": "completed"})
+    assert not ok
+    assert await store.redis.hget(task_key, "state") == "active"
+
+
+async def test_finish_frees_slots_and_counts(store: Transitions) -> None:
+    (task_key,) = await _job_with_tasks(store, 1, on_all_complete="terminatejob")
+    await _node(store)
+    attempt_id = await _running(store, task_key)
+    ok, detail = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x4", {"state": "completed"})
+    job = await store.redis.hgetall(store.keys.job("job"))
+    assert (ok, detail) == (True, "job-completed")
+    assert (job["state"], job["reason"], job["n_succeeded"], job["n_running"]) == ("completed", "AllTasksComplete", "1", "0")
+    assert await store.redis.hget(store.keys.node("n1"), "used") == "0"
+
+
+async def test_terminating_a_job_fails_running_tasks_and_keeps_queued_ones_active(store: Transitions) -> None:
+    running_key, queued_key = await _job_with_tasks(store, 2)
+    await _node(store, slots=1)
+    attempt_id = await _running(store, running_key)
+    failure = json.dumps({"category": "usererror", "code": "TaskEnded", "message": "x"})
+    assert await store.end_job("job", "p", "completed", NOW, "0x5", "UserTerminate", failure) == ["ok"]
+    assert await store.redis.hget(running_key, "state") == "completed"
+    assert await store.redis.hget(queued_key, "state") == "active"
+    stale = await store.heartbeat(
+        Heartbeat("n1", "p", "p", 1, "u", "127.0.0.1", "1", NOW, [store.keys.attempt(attempt_id)]), NOW, 0, 0, "0x6"
+    )
+    assert stale == [store.keys.attempt(attempt_id)]
+
+
+async def test_adding_a_task_twice_keeps_the_first(store: Transitions) -> None:
+    await _job_with_tasks(store, 1)
+    result = await store.add_tasks("job", "p", "1", [("t0", {"id": "T0", "state": "active"})])
+    assert result == ["ok", "t0"]

@@ -1,0 +1,28 @@
+"""Durations and timestamps in Azure's wire forms."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from controller.domain.clock import UNLIMITED_DURATION, format_duration, new_etag, parse_duration
+
+
+def test_parse_common_durations() -> None:
+    assert parse_duration("PT1H30M") == timedelta(hours=1, minutes=30)
+    assert parse_duration("P7D") == timedelta(days=7)
+    assert parse_duration("PT0.5S") == timedelta(seconds=0.5)
+    assert parse_duration("1 hour") is None
+    assert parse_duration("P") is None
+
+
+def test_format_round_trips_and_unlimited() -> None:
+    assert format_duration(timedelta(minutes=15)) == "PT15M"
+    assert parse_duration(format_duration(timedelta(days=2, seconds=3))) == timedelta(days=2, seconds=3)
+    assert format_duration(timedelta.max) == UNLIMITED_DURATION
+
+
+def test_etags_look_like_the_service_and_change() -> None:
+    first = new_etag()
+    second = new_etag()
+    assert first.startswith("0x8D")
+    assert int(second, 16) >= int(first, 16)

@@ -1,0 +1,48 @@
+"""OData `$filter`, `$select` and `maxresults` parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.api.odata import parse_filter, parse_options, project
+from controller.errors import BadRequest
+
+TASKS = [
+    {"id": "a1", "state": "completed", "executionInfo": {"exitCode": 0, "result": "success"}},
+    {"id": "a2", "state": "completed", "executionInfo": {"exitCode": 3, "result": "failure"}},
+    {"id": "b1", "state": "active", "executionInfo": {}},
+]
+
+
+def _ids(expression: str) -> list[str]:
+    predicate = parse_filter(expression)
+    return [task["id"] for task in TASKS if predicate(task)]
+
+
+def test_comparisons_and_precedence() -> None:
+    assert _ids("state eq 'completed' and executionInfo/exitCode ne 0") == ["a2"]
+    assert _ids("state eq 'active' or executionInfo/exitCode eq 0") == ["a1", "b1"]
+    assert _ids("not (state eq 'active')") == ["a1", "a2"]
+
+
+def test_startswith_and_case_insensitive_strings() -> None:
+    assert _ids("startswith(id, 'A')") == ["a1", "a2"]
+    assert _ids("executionInfo/result eq 'FAILURE'") == ["a2"]
+
+
+def test_malformed_filter_is_a_400() -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_filter("state equals 'x'")
+    assert caught.value.code == "InvalidQueryParameterValue"
+
+
+def test_maxresults_bounds() -> None:
+    assert parse_options({"maxresults": "10"}).max_results == 10
+    with pytest.raises(BadRequest) as caught:
+        parse_options({"maxresults": "1001"})
+    assert caught.value.code == "OutOfRangeQueryParameterValue"
+
+
+def test_select_projects_top_level_properties() -> None:
+    options = parse_options({"$select": "id,state"})
+    assert project(TASKS[0], options.select) == {"id": "a1", "state": "completed"}

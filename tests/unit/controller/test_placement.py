@@ -1,0 +1,22 @@
+"""Placement of queued tasks on free slots."""
+
+from __future__ import annotations
+
+from controller.domain.placement import Want, place
+
+
+def test_spread_balances_across_nodes() -> None:
+    placed, left = place([Want(f"t{i}", 1) for i in range(4)], {"n1": 4, "n2": 4})
+    assert [node for _, node in placed] == ["n1", "n2", "n1", "n2"]
+    assert left == {"n1": 2, "n2": 2}
+
+
+def test_pack_fills_one_node_first() -> None:
+    placed, _ = place([Want(f"t{i}", 1) for i in range(3)], {"n1": 4, "n2": 4}, "pack")
+    assert {node for _, node in placed} == {"n1"}
+
+
+def test_a_task_never_lands_without_enough_slots() -> None:
+    placed, left = place([Want("big", 3), Want("small", 1)], {"n1": 2})
+    assert [(want.task_key, node) for want, node in placed] == [("small", "n1")]
+    assert left == {"n1": 1}

@@ -1,0 +1,50 @@
+"""Request validation: Azure's id rules, case-insensitive enums, path safety."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from controller.api.validation import error_from_validation
+from controller.schemas.jobs import JobCreate
+from controller.schemas.tasks import TaskCreate
+
+
+def _error_code(model: type[TaskCreate] | type[JobCreate], body: dict[str, object]) -> tuple[str, dict[str, str]]:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    error = error_from_validation(caught.value)
+    return error.code, error.values
+
+
+def test_enum_values_are_case_insensitive_and_canonical() -> None:
+    output = {
+        "filePattern": "*.txt",
+        "destination": {"container": {"containerUrl": "http://x/c?sig=s"}},
+        "uploadOptions": {"uploadCondition": "taskCompletion"},
+    }
+    task = TaskCreate.model_validate({"id": "t", "commandLine": "x", "outputFiles": [output]})
+    assert task.wire()["outputFiles"][0]["uploadOptions"]["uploadCondition"] == "taskcompletion"
+
+
+@pytest.mark.parametrize("task_id", ["a" * 65, "has space", "dot.ted", "ünï"])
+def test_bad_ids_are_invalid_property_values(task_id: str) -> None:
+    code, values = _error_code(TaskCreate, {"id": task_id, "commandLine": "x"})
+    assert (code, values["PropertyName"]) == ("InvalidPropertyValue", "id")
+
+
+def test_missing_command_line() -> None:
+    code, values = _error_code(TaskCreate, {"id": "t"})
+    assert (code, values["PropertyName"]) == ("MissingRequiredProperty", "commandLine")
+
+
+@pytest.mark.parametrize("path", ["../escape", "/etc/passwd", "a/../../b"])
+def test_resource_file_paths_must_stay_in_the_working_directory(path: str) -> None:
+    body = {"id": "t", "commandLine": "x", "resourceFiles": [{"httpUrl": "http://h/f", "filePath": path}]}
+    code, _ = _error_code(TaskCreate, body)
+    assert code == "InvalidPropertyValue"
+
+
+def test_priority_out_of_range() -> None:
+    code, _ = _error_code(JobCreate, {"id": "j", "poolInfo": {"poolId": "p"}, "priority": 1001})
+    assert code == "OutOfRangePriority"
