@@ -14,7 +14,7 @@ from controller.api.validation import error_from_validation
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
 from controller.domain.ids import key_of
-from controller.errors import BatchError, Conflict, NotFound
+from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound
 from controller.render import Record
 from controller.schemas.tasks import TaskCreate
 from controller.services.jobs import get_job, job_not_found
@@ -129,10 +129,7 @@ def parse_collection_item(item: Any) -> TaskCreate | AddResult:
 async def add_collection(ctx: Context, job_id: str, items: list[Any]) -> list[AddResult]:
     """addtaskcollection: at most 100 tasks, each accepted or refused on its own."""
     if len(items) > MAX_COLLECTION:
-        raise BatchError(
-            f"A task collection may contain at most {MAX_COLLECTION} tasks",
-            code="RequestBodyTooLarge",
-        ) from None
+        raise BodyTooLarge(f"A task collection may contain at most {MAX_COLLECTION} tasks")
     parsed = [parse_collection_item(item) for item in items]
     valid = [entry for entry in parsed if isinstance(entry, TaskCreate)]
     added = iter(await add_tasks(ctx, job_id, valid) if valid else await _require_job(ctx, job_id))

@@ -30,7 +30,9 @@ async def _job_with_tasks(store: Transitions, count: int, on_all_complete: str =
     fields = {"id": "Job", "key": "job", "state": "active", "stt": NOW, "pool": "p", "pool_id": "p", "order": "1"}
     counters = {name: "0" for name in ("n_active", "n_running", "n_completed", "n_succeeded", "n_failed")}
     await store.create(keys.job("job"), keys.jobs(), "job", {**fields, **counters, "on_all_complete": on_all_complete})
-    tasks = [(f"t{i}", {"id": f"t{i}", "job": "Job", "state": "active", "stt": NOW, "slots": "1"}) for i in range(count)]
+    tasks = [
+        (f"t{i}", {"id": f"t{i}", "job": "Job", "state": "active", "stt": NOW, "slots": "1"}) for i in range(count)
+    ]
     result = await store.add_tasks("job", "p", "1", tasks)
     assert result[0] == "ok"
     return [keys.task("job", task_key) for task_key, _ in tasks]
@@ -102,7 +104,12 @@ async def test_finish_frees_slots_and_counts(store: Transitions) -> None:
     ok, detail = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x4", {"state": "completed"})
     job = await store.redis.hgetall(store.keys.job("job"))
     assert (ok, detail) == (True, "job-completed")
-    assert (job["state"], job["reason"], job["n_succeeded"], job["n_running"]) == ("completed", "AllTasksComplete", "1", "0")
+    assert (job["state"], job["reason"], job["n_succeeded"], job["n_running"]) == (
+        "completed",
+        "AllTasksComplete",
+        "1",
+        "0",
+    )
     assert await store.redis.hget(store.keys.node("n1"), "used") == "0"
 
 

@@ -44,4 +44,8 @@ def test_non_zero_exit_after_retries_fails_with_failure_exit_code() -> None:
 def test_preprocessing_error_is_not_retried_and_has_no_exit_code() -> None:
     failure = FailureInfo(category="usererror", code="BlobNotFound", message="missing")
     end = end_of_attempt(_report("preprocessing_error", None, failure), retries=0, max_retries=5, now=NOW)
-    assert (end.mode, end.fields["exit"], json.loads(end.fields["failure"])["code"]) == ("completed", "", "BlobNotFound")
+    assert (end.mode, end.fields["exit"], json.loads(end.fields["failure"])["code"]) == (
+        "completed",
+        "",
+        "BlobNotFound",
+    )

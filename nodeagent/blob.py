@@ -1,0 +1,260 @@
+"""Resource-file downloads and output-file uploads; the only importer of `azure.storage.blob`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import requests
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceResponseError,
+)
+from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
+
+from nodeagent.errors import DownloadError, UploadError
+from nodeagent.layout import PathEscapeError, safe_join
+from nodeagent.messages import ResourceFileSpec, UploadCondition, UploadHeader
+from nodeagent.redact import redact
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2025-11-05"
+"""Blob service version the clients speak: the newest one Azurite 3.35 accepts."""
+
+CHUNK_BYTES = 1 << 20
+"""Size of the pieces a download is streamed to disk in."""
+
+_CONTENT_SETTINGS = {
+    "content-type": "content_type",
+    "x-ms-blob-content-type": "content_type",
+    "content-encoding": "content_encoding",
+    "x-ms-blob-content-encoding": "content_encoding",
+    "content-language": "content_language",
+    "x-ms-blob-content-language": "content_language",
+    "content-disposition": "content_disposition",
+    "x-ms-blob-content-disposition": "content_disposition",
+    "cache-control": "cache_control",
+    "x-ms-blob-cache-control": "cache_control",
+}
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where one output file goes: a blob in a container (SAS URL), with Put Blob headers."""
+
+    container_url: str
+    blob_name: str
+    headers: tuple[UploadHeader, ...] = field(default_factory=tuple)
+
+
+class BlobStore(Protocol):
+    """Downloads resource files and uploads output files."""
+
+    def download(self, source: ResourceFileSpec, wd: Path) -> list[Path]:
+        """Place the file(s) of `source` under the working directory `wd`; the paths written."""
+
+    def upload(self, path: Path, target: UploadTarget) -> None:
+        """Upload the local file `path` to `target`."""
+
+
+def should_upload(condition: UploadCondition, exit_code: int | None) -> bool:
+    """Whether an output file with `condition` is uploaded after a task ended with `exit_code`."""
+    if condition == "tasksuccess":
+        return exit_code == 0
+    if condition == "taskfailure":
+        return exit_code != 0
+    return True
+
+
+class _Transient(Exception):
+    """A download failure worth retrying."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+class AzureBlobStore:
+    """BlobStore over plain HTTP(S) for `httpUrl` and azure-storage-blob for containers."""
+
+    def __init__(
+        self,
+        *,
+        attempts: int = 3,
+        backoff_seconds: float = 0.5,
+        timeout_seconds: float = 60.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        sdk_retries: int = 3,
+    ) -> None:
+        self._attempts = max(1, attempts)
+        self._sdk_retries = sdk_retries
+        self._backoff = backoff_seconds
+        self._timeout = timeout_seconds
+        self._session = session or requests.Session()
+        self._sleep = sleep
+
+    def download(self, source: ResourceFileSpec, wd: Path) -> list[Path]:
+        """Download an `httpUrl` file or every blob of a `storageContainerUrl` (under `blobPrefix`)."""
+        if source.http_url:
+            dest = _target(wd, source.file_path or _url_file_name(source.http_url))
+            self.download_url(source.http_url, dest)
+            return [dest]
+        if source.storage_container_url:
+            directory = _target(wd, source.file_path) if source.file_path else wd
+            return self._download_container(source.storage_container_url, source.blob_prefix, directory)
+        raise DownloadError("BlobDownloadMiscError", "autoStorageContainerName is not supported on this node")
+
+    def download_url(self, url: str, dest: Path) -> None:
+        """Stream `url` to `dest`, retrying connection errors and 5xx answers a bounded number of times."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._fetch(url, dest)
+                return
+            except _Transient as exc:
+                last = exc
+                log.warning("download of %s failed (try %s/%s): %s", redact(url), attempt, self._attempts, exc)
+                if attempt < self._attempts:
+                    self._sleep(self._backoff * 2 ** (attempt - 1))
+        code = "BlobDownloadTimedOut" if last.timed_out else "BlobDownloadMiscError"
+        raise DownloadError(code, redact(f"downloading {url} failed: {last}"), details={"FilePath": dest.name})
+
+    def _fetch(self, url: str, dest: Path) -> None:
+        """One GET of `url` streamed to `dest`; raises _Transient or DownloadError."""
+        try:
+            with self._session.get(url, stream=True, timeout=(10.0, self._timeout)) as response:
+                _check_status(url, response.status_code)
+                _write_stream(dest, response.iter_content(CHUNK_BYTES))
+        except requests.Timeout as exc:
+            raise _Transient(redact(str(exc)), timed_out=True) from exc
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _Transient(redact(str(exc))) from exc
+
+    def _download_container(self, container_url: str, prefix: str | None, directory: Path) -> list[Path]:
+        """Download every blob under `prefix`, keeping its folder structure under `directory`."""
+        written: list[Path] = []
+        try:
+            container = self._container(container_url)
+            with container:
+                for blob in container.list_blobs(name_starts_with=prefix or None):
+                    if blob.name.endswith("/"):
+                        continue
+                    dest = _target(directory, blob.name)
+                    _write_stream(dest, container.download_blob(blob.name).chunks())
+                    written.append(dest)
+        except AzureError as exc:
+            raise _download_error(container_url, exc) from exc
+        return written
+
+    def _container(self, container_url: str) -> ContainerClient:
+        """A container client for a (SAS) container URL, pinned to API_VERSION, with bounded retries."""
+        retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=self._sdk_retries)
+        return ContainerClient.from_container_url(
+            container_url, api_version=API_VERSION, retry_policy=retry,
+            connection_timeout=10, read_timeout=self._timeout,
+        )
+
+    def upload(self, path: Path, target: UploadTarget) -> None:
+        """Upload `path` as blob `target.blob_name`, overwriting, with the mapped upload headers."""
+        settings, metadata = content_settings(target.headers)
+        try:
+            container = self._container(target.container_url)
+            with container, path.open("rb") as stream:
+                container.upload_blob(
+                    target.blob_name, stream, overwrite=True, content_settings=settings, metadata=metadata or None
+                )
+        except (AzureError, OSError) as exc:
+            message = f"uploading {path.name} to blob {target.blob_name} failed: {exc}"
+            raise UploadError("FileUploadFailed", redact(message), details={"FilePath": str(path)}) from exc
+
+
+def content_settings(headers: Iterable[UploadHeader]) -> tuple[ContentSettings, dict[str, str]]:
+    """Map upload headers to blob content settings and `x-ms-meta-*` metadata; others are ignored."""
+    settings: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for header in headers:
+        name = header.name.lower()
+        value = header.value or ""
+        if name in _CONTENT_SETTINGS:
+            settings[_CONTENT_SETTINGS[name]] = value
+        elif name.startswith("x-ms-meta-"):
+            metadata[header.name[len("x-ms-meta-"):]] = value
+        else:
+            log.info("upload header %s has no blob equivalent and is ignored", header.name)
+    content = ContentSettings(
+        content_type=settings.get("content_type"),
+        content_encoding=settings.get("content_encoding"),
+        content_language=settings.get("content_language"),
+        content_disposition=settings.get("content_disposition"),
+        cache_control=settings.get("cache_control"),
+    )
+    return content, metadata
+
+
+def _target(directory: Path, relative: str) -> Path:
+    """A destination inside `directory`, or ResourceFileWriteFailed when the path would escape it."""
+    try:
+        return safe_join(directory, relative)
+    except PathEscapeError as exc:
+        raise DownloadError("ResourceFileWriteFailed", f"invalid resource file path: {exc}") from exc
+
+
+def _url_file_name(url: str) -> str:
+    """The last path segment of a URL, the file name when no filePath is given."""
+    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def _check_status(url: str, status: int) -> None:
+    """Map an HTTP status to the Azure download failure it means."""
+    if 200 <= status < 300:
+        return
+    if status >= 500 or status in (408, 429):
+        raise _Transient(f"HTTP {status}", timed_out=status == 408)
+    code = {404: "BlobNotFound", 401: "BlobAccessDenied", 403: "BlobAccessDenied"}.get(status, "BlobDownloadMiscError")
+    raise DownloadError(code, redact(f"downloading {url} answered HTTP {status}"))
+
+
+def _download_error(container_url: str, exc: AzureError) -> DownloadError:
+    """Map an azure-storage-blob error to the Azure download failure it means."""
+    status = exc.status_code if isinstance(exc, HttpResponseError) else None
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        code = "BlobNotFound"
+    elif isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        code = "BlobAccessDenied"
+    elif isinstance(exc, ServiceResponseError):
+        code = "BlobDownloadTimedOut"
+    else:
+        code = "BlobDownloadMiscError"
+    return DownloadError(code, redact(f"downloading from container {container_url} failed: {exc}"))
+
+
+def _write_stream(dest: Path, chunks: Iterator[bytes]) -> None:
+    """Write chunks to a temporary file next to `dest` and rename it into place."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise DownloadError("ResourceFileWriteFailed", f"cannot create {dest}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise DownloadError("ResourceFileWriteFailed", f"cannot write {dest}: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+

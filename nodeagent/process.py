@@ -1,0 +1,202 @@
+"""The only module that starts processes.
+
+A command runs without a shell, in a new session (so in its own process group),
+with stdout and stderr written straight to files. Stopping it sends SIGTERM to
+the group and to any descendant that left the group, waits a grace period, then
+sends SIGKILL the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from nodeagent.errors import ProcessStartError
+from nodeagent.identity import RunAs
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+"""How often a running process is checked for exit, timeout and cancellation."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run, where, with which environment and limits."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+    stdout_path: Path
+    stderr_path: Path
+    timeout: float | None = None
+    kill_grace: float = 5.0
+    run_as: RunAs | None = None
+    cancel: threading.Event | None = None
+    on_start: Callable[[int], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a process ended."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    cancelled: bool
+    started_at: datetime
+    ended_at: datetime
+    user_cpu_seconds: float = 0.0
+    kernel_cpu_seconds: float = 0.0
+
+
+RunFunction = Callable[[ProcessSpec], ProcessResult]
+"""Signature of `run`, for code that receives it as a dependency."""
+
+
+@dataclass
+class _Exit:
+    """Raw wait status and resource usage of a reaped child."""
+
+    status: int
+    rusage: resource.struct_rusage
+
+
+def run(spec: ProcessSpec) -> ProcessResult:
+    """Run a process to completion, timeout or cancellation, leaving none of its tree behind."""
+    started_at = datetime.now(UTC)
+    child = _start(spec)
+    if spec.on_start is not None:
+        spec.on_start(child.pid)
+    deadline = None if spec.timeout is None else time.monotonic() + max(spec.timeout, 0.0)
+    reaped, timed_out, cancelled = _wait(child, spec, deadline)
+    if reaped is None:
+        reaped = _stop(child, spec.kill_grace)
+    else:
+        # Whatever the command left running in its group is stopped with it.
+        signal_tree(child.pid, signal.SIGKILL, descendants=())
+    return _result(reaped, started_at, timed_out, cancelled)
+
+
+def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
+    """Start the process, mapping start failures to ProcessStartError."""
+    if not spec.argv:
+        raise ProcessStartError("CommandLaunchFailed", "the command line is empty")
+    switch = spec.run_as is not None and spec.run_as.uid != os.getuid()
+    run_as = spec.run_as if switch else None
+    try:
+        with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
+            return subprocess.Popen(
+                list(spec.argv), cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL,
+                stdout=out, stderr=err, start_new_session=True, close_fds=True,
+                user=None if run_as is None else run_as.uid,
+                group=None if run_as is None else run_as.gid,
+                extra_groups=None if run_as is None else list(run_as.groups),
+            )
+    except FileNotFoundError as exc:
+        if exc.filename is not None and str(exc.filename) not in (spec.argv[0], os.fsdecode(spec.argv[0])):
+            raise ProcessStartError("CommandLaunchFailed", f"cannot start {spec.argv[0]!r}: {exc}") from exc
+        raise ProcessStartError("CommandProgramNotFound", f"program {spec.argv[0]!r} was not found") from exc
+    except OSError as exc:
+        raise ProcessStartError("CommandLaunchFailed", f"cannot start {spec.argv[0]!r}: {exc}") from exc
+
+
+def _wait(
+    child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None
+) -> tuple[_Exit | None, bool, bool]:
+    """Wait for exit, the deadline or cancellation; returns (exit or None, timed_out, cancelled)."""
+    while True:
+        reaped = _reap(child, block=False)
+        if reaped is not None:
+            return reaped, False, False
+        if deadline is not None and time.monotonic() >= deadline:
+            log.info("process %s: wall-clock limit reached, stopping its process group", child.pid)
+            return None, True, False
+        if spec.cancel is not None and spec.cancel.wait(POLL_SECONDS):
+            log.info("process %s: cancelled, stopping its process group", child.pid)
+            return None, False, True
+        if spec.cancel is None:
+            time.sleep(POLL_SECONDS)
+
+
+def _reap(child: subprocess.Popen[bytes], *, block: bool) -> _Exit | None:
+    """Reap the child with wait4 (for its CPU times); None while it still runs."""
+    pid, status, rusage = os.wait4(child.pid, 0 if block else os.WNOHANG)
+    if pid == 0:
+        return None
+    # Tell Popen the child is gone so it never waits on a reused pid.
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return _Exit(status=status, rusage=rusage)
+
+
+def _stop(child: subprocess.Popen[bytes], grace: float) -> _Exit:
+    """SIGTERM the tree, wait up to `grace` seconds, SIGKILL what is left, and reap the child."""
+    descendants = _descendants(child.pid)
+    signal_tree(child.pid, signal.SIGTERM, descendants)
+    deadline = time.monotonic() + grace
+    reaped = _reap(child, block=False)
+    while reaped is None and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+        reaped = _reap(child, block=False)
+    signal_tree(child.pid, signal.SIGKILL, descendants + _descendants(child.pid))
+    return reaped if reaped is not None else _reap_blocking(child)
+
+
+def _reap_blocking(child: subprocess.Popen[bytes]) -> _Exit:
+    """Reap a child that was sent SIGKILL."""
+    reaped = _reap(child, block=True)
+    assert reaped is not None
+    return reaped
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """Every live descendant of `pid`, including those that moved to another process group."""
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def signal_tree(pgid: int, signum: int, descendants: Iterable[psutil.Process]) -> None:
+    """Send `signum` to process group `pgid` and to each listed descendant; a vanished target is success."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            os.killpg(pgid, signum)
+        except PermissionError:
+            log.warning("process group %s: not permitted to send signal %s", pgid, signum)
+    for process in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            process.send_signal(signum)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group right away (the last resort at agent exit)."""
+    signal_tree(pgid, signal.SIGKILL, _descendants(pgid))
+
+
+def _result(reaped: _Exit, started_at: datetime, timed_out: bool, cancelled: bool) -> ProcessResult:
+    """Turn a wait status into a ProcessResult."""
+    code = os.waitstatus_to_exitcode(reaped.status)
+    rusage = reaped.rusage
+    return ProcessResult(
+        exit_code=code if code >= 0 else None,
+        signal=-code if code < 0 else None,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        started_at=started_at,
+        ended_at=datetime.now(UTC),
+        user_cpu_seconds=rusage.ru_utime,
+        kernel_cpu_seconds=rusage.ru_stime,
+    )

@@ -1,0 +1,82 @@
+"""Runs one attempt through its steps, then always through its finalizers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from nodeagent import identity
+from nodeagent.errors import AttemptAbandoned, StepError
+from nodeagent.layout import NodeLayout
+from nodeagent.messages import AttemptSpec
+from nodeagent.redact import redact
+from nodeagent.state import StepState
+from nodeagent.steps import DownloadResourceFiles, PrepareDirs, ReportResult, RunCommandLine, UploadOutputFiles
+from nodeagent.steps.base import RunDeps, Step, TaskContext
+
+log = logging.getLogger(__name__)
+
+
+def default_steps() -> list[Step]:
+    """The main steps, in order."""
+    return [PrepareDirs(), DownloadResourceFiles(), RunCommandLine()]
+
+
+def default_finalizers() -> list[Step]:
+    """The finalizers, in order; they run whatever happened before."""
+    return [UploadOutputFiles(), ReportResult()]
+
+
+def run(spec: AttemptSpec, layout: NodeLayout, deps: RunDeps, cancel: threading.Event | None = None) -> TaskContext:
+    """Run a claimed attempt with the default steps; the finished context (its `report` is what was sent)."""
+    ctx = TaskContext(
+        spec=spec,
+        layout=layout,
+        dirs=layout.task_dirs(spec.job_id, spec.task_id),
+        run_as=identity.resolve(spec.user_identity),
+        deps=deps,
+        state=StepState(layout.state_file(spec.attempt_id)),
+        cancel=cancel or threading.Event(),
+    )
+    try:
+        run_steps(ctx, default_steps(), default_finalizers())
+    finally:
+        ctx.state.remove()
+    return ctx
+
+
+def run_steps(ctx: TaskContext, steps: Sequence[Step], finalizers: Sequence[Step]) -> None:
+    """Run `steps` until one fails, then every finalizer, even when a step raised something unexpected."""
+    try:
+        for step in steps:
+            if not _run_step(ctx, step):
+                break
+    finally:
+        for finalizer in finalizers:
+            _run_step(ctx, finalizer)
+
+
+def _run_step(ctx: TaskContext, step: Step) -> bool:
+    """Run one step, recording its failure in the context; True when it succeeded."""
+    started = time.monotonic()
+    try:
+        step.run(ctx)
+    except AttemptAbandoned:
+        log.info("task %s/%s attempt %s: abandoned during %s", ctx.spec.job_id, ctx.spec.task_id, ctx.attempt_id,
+                 step.name)
+        ctx.abandoned = True
+        return False
+    except StepError as exc:
+        log.warning("task %s/%s attempt %s: step %s failed: %s %s", ctx.spec.job_id, ctx.spec.task_id,
+                    ctx.attempt_id, step.name, exc.code, exc.message)
+        ctx.fail(exc)
+        return False
+    except Exception as exc:
+        log.exception("task %s/%s attempt %s: step %s crashed", ctx.spec.job_id, ctx.spec.task_id,
+                      ctx.attempt_id, step.name)
+        ctx.fail(StepError("AgentInternalError", redact(f"{step.name} failed: {exc}"), category="servererror"))
+        return False
+    log.debug("attempt %s: step %s done in %.3fs", ctx.attempt_id, step.name, time.monotonic() - started)
+    return True

@@ -1,0 +1,92 @@
+"""The attempts this node is running now, and how to take one away."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from nodeagent import process
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttemptHandle:
+    """One running attempt: its cancel flag and, once started, its process group."""
+
+    attempt_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    pgid: int | None = None
+
+
+class RunningAttempts:
+    """Thread-safe registry of the attempts between their claim and their end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._handles: dict[str, AttemptHandle] = {}
+
+    def add(self, attempt_id: str) -> AttemptHandle | None:
+        """Register an attempt; None when it is already running here."""
+        with self._lock:
+            if attempt_id in self._handles:
+                return None
+            handle = AttemptHandle(attempt_id)
+            self._handles[attempt_id] = handle
+            return handle
+
+    def remove(self, attempt_id: str) -> None:
+        """Forget an attempt that ended."""
+        with self._changed:
+            self._handles.pop(attempt_id, None)
+            self._changed.notify_all()
+
+    def set_process(self, attempt_id: str, pgid: int) -> None:
+        """Remember the process group of an attempt's command."""
+        with self._lock:
+            handle = self._handles.get(attempt_id)
+            if handle is not None:
+                handle.pgid = pgid
+
+    def ids(self) -> list[str]:
+        """Ids of the running attempts."""
+        with self._lock:
+            return sorted(self._handles)
+
+    def cancel(self, attempt_id: str) -> bool:
+        """Take an attempt away: its process tree is stopped and it is neither uploaded nor reported."""
+        with self._lock:
+            handle = self._handles.get(attempt_id)
+        if handle is None:
+            return False
+        log.info("attempt %s: cancelling", attempt_id)
+        handle.cancel.set()
+        return True
+
+    def cancel_all(self) -> list[str]:
+        """Cancel every running attempt; their ids."""
+        ids = self.ids()
+        for attempt_id in ids:
+            self.cancel(attempt_id)
+        return ids
+
+    def wait_empty(self, timeout: float) -> bool:
+        """Wait until no attempt runs; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._handles:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def kill_now(self) -> None:
+        """SIGKILL the process group of every attempt still registered (the last resort at exit)."""
+        with self._lock:
+            groups = [handle.pgid for handle in self._handles.values() if handle.pgid is not None]
+        for pgid in groups:
+            process.kill_group(pgid)

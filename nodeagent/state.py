@@ -1,0 +1,113 @@
+"""Small JSON files that survive an agent restart: per-attempt step state and the report spool.
+
+Every write goes to a temporary file in the same directory, is flushed to
+disk, and is renamed over the target, so a crash leaves the old or the new
+content, never half of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from nodeagent.layout import NodeLayout
+from nodeagent.messages import TaskReport
+
+log = logging.getLogger(__name__)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class StepState:
+    """The completed work of one attempt, keyed by stable names, so a rerun skips it."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._done: dict[str, Any] = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        """Read the state file; an absent or unreadable file means nothing is done yet."""
+        try:
+            loaded = json.loads(self._path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("state file %s unreadable, starting afresh: %s", self._path, exc)
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def is_done(self, key: str) -> bool:
+        """True when `key` was recorded as finished."""
+        return key in self._done
+
+    def mark_done(self, key: str, value: Any = True) -> None:
+        """Record `key` as finished and persist the state."""
+        self._done[key] = value
+        write_atomic(self._path, json.dumps(self._done, sort_keys=True).encode())
+
+    def remove(self) -> None:
+        """Delete the state file."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+
+class Spool:
+    """Reports written to disk before they are sent, and deleted once the controller answered."""
+
+    def __init__(self, layout: NodeLayout) -> None:
+        self._layout = layout
+
+    def save(self, attempt_id: str, report: TaskReport) -> None:
+        """Persist the report of `attempt_id`."""
+        write_atomic(self._layout.spool_file(attempt_id), report.model_dump_json().encode())
+
+    def remove(self, attempt_id: str) -> None:
+        """Forget the report of `attempt_id`."""
+        with contextlib.suppress(FileNotFoundError):
+            self._layout.spool_file(attempt_id).unlink()
+
+    def pending(self) -> list[tuple[str, TaskReport]]:
+        """Every spooled (attempt id, report), oldest first; unreadable files are set aside."""
+        if not self._layout.spool.is_dir():
+            return []
+        files = sorted(self._layout.spool.glob("*.json"), key=_mtime)
+        return [item for item in (self._read(path) for path in files) if item is not None]
+
+    def _read(self, path: Path) -> tuple[str, TaskReport] | None:
+        """Load one spool file, renaming it aside when it cannot be parsed."""
+        try:
+            return path.stem, TaskReport.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError) as exc:
+            log.error("spool file %s is unreadable, moving it aside: %s", path, exc)
+            with contextlib.suppress(OSError):
+                path.rename(path.with_suffix(".bad"))
+            return None
+
+
+def _mtime(path: Path) -> float:
+    """Modification time of `path`, or 0 when it vanished meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

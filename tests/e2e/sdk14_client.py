@@ -1,0 +1,61 @@
+"""Runs inside a venv with azure-batch 14.x: drive the stack and print what a user would check, as JSON.
+
+Usage: python sdk14_client.py URL ACCOUNT KEY CONTAINER_URL
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from azure.batch import BatchServiceClient
+from azure.batch import models as m
+from azure.batch.batch_auth import SharedKeyCredentials
+
+
+def main(url: str, account: str, key: str, container_url: str) -> None:
+    client = BatchServiceClient(SharedKeyCredentials(account, key), batch_url=url)
+    client.job.add(m.JobAddParameter(id="sdk14-job", pool_info=m.PoolInformation(pool_id="local")))
+    output = m.OutputFile(
+        file_pattern="result.txt",
+        destination=m.OutputFileDestination(
+            container=m.OutputFileBlobContainerDestination(container_url=container_url, path="sdk14/result.txt")
+        ),
+        upload_options=m.OutputFileUploadOptions(upload_condition=m.OutputFileUploadCondition.task_completion),
+    )
+    command = "/bin/sh -c 'echo hello from sdk14; echo fourteen > result.txt'"
+    client.task.add("sdk14-job", m.TaskAddParameter(id="writer", command_line=command, output_files=[output]))
+    deadline = time.monotonic() + 90
+    task = client.task.get("sdk14-job", "writer")
+    while task.state != m.TaskState.completed and time.monotonic() < deadline:
+        time.sleep(0.2)
+        task = client.task.get("sdk14-job", "writer")
+    stdout = b"".join(client.file.get_from_task("sdk14-job", "writer", "stdout.txt"))
+    collection = client.task.add_collection(
+        "sdk14-job", [m.TaskAddParameter(id=f"c{i}", command_line="/bin/true") for i in range(3)]
+    )
+    try:
+        client.job.add(m.JobAddParameter(id="SDK14-JOB", pool_info=m.PoolInformation(pool_id="local")))
+        duplicate = "accepted"
+    except m.BatchErrorException as error:
+        duplicate = error.error.code
+    client.job.terminate("sdk14-job")
+    print(
+        json.dumps(
+            {
+                "state": task.state.value,
+                "exit_code": task.execution_info.exit_code,
+                "result": task.execution_info.result.value if task.execution_info.result else None,
+                "stdout": stdout.decode(),
+                "collection": sorted(item.status.value for item in collection.value),
+                "listed": sorted(t.id for t in client.task.list("sdk14-job")),
+                "duplicate": duplicate,
+                "job_state": client.job.get("sdk14-job").state.value,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from nodeagent.agent import AgentRuntime
+from nodeagent.messages import TaskReport
+from nodeagent.settings import AgentSettings
+from nodeagent.state import Spool
+from nodeagent.testing import FakeBlobStore, make_attempt_spec
+
+from .fake_controller import SECRET, FakeController
+
+
+@pytest.fixture
+def controller() -> FakeController:
+    return FakeController()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, controller: FakeController) -> Iterator[AgentRuntime]:
+    settings = AgentSettings(node_id="node-1", pool_id="p", root_dir=tmp_path / "node", node_secret=SECRET,
+                             task_slots=3, heartbeat_seconds=0.05, kill_grace_seconds=0.5, advertise_host="10.0.0.5")
+    agent = AgentRuntime(settings, client=controller.client(), blob=FakeBlobStore())
+    yield agent
+    agent.stop()
+
+
+def dispatch(attempt_id: str, node_id: str = "node-1") -> dict[str, str]:
+    return {"attempt_id": attempt_id, "job_id": "job-1", "task_id": "task-1", "node_id": node_id}
+
+
+def test_start_registers_the_node_with_a_first_heartbeat(runtime: AgentRuntime, controller: FakeController) -> None:
+    runtime.start()
+    first = controller.heartbeats[0]
+    assert (first["node_id"], first["pool_id"], first["task_slots"]) == ("node-1", "p", 3)
+    assert first["file_server_url"] == f"http://10.0.0.5:{runtime.files.port}"
+    assert first["ip_address"] == "10.0.0.5"
+    assert (runtime.layout.root / "volatile" / "spool").is_dir()
+
+
+def test_dispatch_for_another_node_is_dropped(runtime: AgentRuntime, controller: FakeController) -> None:
+    controller.specs["a1"] = make_attempt_spec(attempt_id="a1")
+    assert runtime.handle_dispatch(dispatch("a1", node_id="node-2")) is None
+    assert controller.reports == {}
+
+
+def test_invalid_dispatch_is_dropped(runtime: AgentRuntime) -> None:
+    assert runtime.handle_dispatch({"attempt_id": "a1"}) is None
+
+
+def test_refused_claim_is_dropped(runtime: AgentRuntime, controller: FakeController) -> None:
+    assert runtime.handle_dispatch(dispatch("unknown")) is None
+    assert controller.reports == {}
+
+
+def test_claimed_attempt_runs_and_is_reported(runtime: AgentRuntime, controller: FakeController) -> None:
+    controller.specs["a1"] = make_attempt_spec(attempt_id="a1", node_id="node-1", command_line="/bin/echo hi")
+    report = runtime.handle_dispatch(dispatch("a1"))
+    assert report is not None and report.exit_code == 0
+    assert controller.reports["a1"]["outcome"] == "exited"
+    stdout = runtime.layout.task_dirs("job-1", "task-1").stdout
+    assert stdout.read_text() == "hi\n"
+    assert runtime.running.ids() == []
+
+
+def test_running_attempt_is_listed_and_killed_when_stale(runtime: AgentRuntime, controller: FakeController) -> None:
+    # Given a long attempt running on the node
+    controller.specs["a1"] = make_attempt_spec(attempt_id="a1", node_id="node-1", command_line="/bin/sleep 60")
+    worker = threading.Thread(target=runtime.handle_dispatch, args=(dispatch("a1"),))
+    worker.start()
+    _wait_for(lambda: runtime.running.ids() == ["a1"])
+    runtime.start()
+    _wait_for(lambda: any(beat["running_attempts"] == ["a1"] for beat in controller.heartbeats))
+    # When the controller says it is stale
+    controller.stale = ["a1"]
+    # Then it is stopped and not reported
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert controller.reports == {}
+
+
+def test_stop_kills_running_attempts_without_reporting(runtime: AgentRuntime, controller: FakeController) -> None:
+    controller.specs["a1"] = make_attempt_spec(attempt_id="a1", node_id="node-1", command_line="/bin/sleep 60")
+    worker = threading.Thread(target=runtime.handle_dispatch, args=(dispatch("a1"),))
+    worker.start()
+    _wait_for(lambda: runtime.running.ids() == ["a1"])
+    runtime.stop()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert controller.reports == {}
+
+
+def _wait_for(condition: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_start_replays_reports_spooled_by_an_earlier_run(runtime: AgentRuntime, controller: FakeController) -> None:
+    # Given a report left in the spool by a previous agent process
+    Spool(runtime.layout).save("old", TaskReport(node_id="node-1", outcome="exited", exit_code=0,
+                                                 end_time=datetime.now(UTC)))
+    # When the agent starts
+    runtime.start()
+    # Then the report reaches the controller and leaves the spool
+    _wait_for(lambda: "old" in controller.reports)
+    _wait_for(lambda: Spool(runtime.layout).pending() == [])

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nodeagent.identity import RunAs
+from nodeagent.layout import NodeLayout, PathEscapeError, check_name, safe_join, task_environment
+from nodeagent.messages import UserIdentitySpec
+from nodeagent.testing import make_attempt_spec
+
+RUN_AS = RunAs(uid=1000, gid=1000, groups=(), home="/home/u", username="batchuser")
+
+
+def test_task_dirs_follow_the_azure_tree(tmp_path: Path) -> None:
+    dirs = NodeLayout(tmp_path).task_dirs("myjob", "mytask")
+    assert dirs.task_dir == tmp_path / "workitems" / "myjob" / "job-1" / "mytask"
+    assert dirs.wd == dirs.task_dir / "wd"
+    assert [p.name for p in (dirs.stdout, dirs.stderr, dirs.upload_out, dirs.upload_err)] == [
+        "stdout.txt",
+        "stderr.txt",
+        "fileuploadout.txt",
+        "fileuploaderr.txt",
+    ]
+
+
+def test_create_makes_the_node_tree(tmp_path: Path) -> None:
+    NodeLayout(tmp_path).create()
+    for name in ("shared", "startup", "workitems", "volatile/spool", "applications", "fsmounts"):
+        assert (tmp_path / name).is_dir()
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "a\0b"])
+def test_unusable_ids_are_refused_as_directory_names(name: str) -> None:
+    with pytest.raises(PathEscapeError):
+        check_name(name)
+
+
+def test_environment_has_the_batch_variables(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    spec = make_attempt_spec(job_id="j", task_id="t", account_url="http://host:8080")
+    dirs = layout.task_dirs("j", "t")
+    env = task_environment(layout, dirs, spec, RUN_AS, "/usr/bin:/bin")
+    assert env["AZ_BATCH_ACCOUNT_URL"] == "http://host:8080/"
+    assert env["AZ_BATCH_TASK_DIR"] == str(dirs.task_dir)
+    assert env["AZ_BATCH_TASK_WORKING_DIR"] == str(dirs.wd)
+    assert env["AZ_BATCH_NODE_SHARED_DIR"] == str(tmp_path / "shared")
+    assert env["AZ_BATCH_NODE_IS_DEDICATED"] == "true"
+    assert env["AZ_BATCH_TASK_USER_IDENTITY"] == "PoolNonAdmin"
+    assert env["HOME"] == str(dirs.wd)
+    assert env["PATH"] == f"/usr/bin:/bin:{tmp_path / 'shared'}:{dirs.wd}"
+    assert env["USER"] == env["LOGNAME"] == "batchuser"
+
+
+def test_environment_does_not_inherit_the_agent_environment(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    spec = make_attempt_spec()
+    env = task_environment(layout, layout.task_dirs("job-1", "task-1"), spec, RUN_AS, "/bin")
+    assert set(env) - set(os.environ) >= {"AZ_BATCH_NODE_ID"}
+    assert not any(name.startswith("NODEAGENT_") for name in env)
+
+
+def test_user_settings_apply_but_cannot_replace_batch_variables(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    spec = make_attempt_spec(environment={"MY_VAR": "1", "PATH": "/custom", "AZ_BATCH_NODE_ID": "spoofed"})
+    env = task_environment(layout, layout.task_dirs("job-1", "task-1"), spec, RUN_AS, "/bin")
+    assert env["MY_VAR"] == "1"
+    assert env["PATH"] == "/custom"
+    assert env["AZ_BATCH_NODE_ID"] == "node-1"
+
+
+@pytest.mark.parametrize(
+    ("identity", "label"),
+    [
+        (UserIdentitySpec(username="alice"), "alice"),
+        (UserIdentitySpec(auto_user_scope="task", elevation_level="admin"), "TaskAdmin"),
+        (UserIdentitySpec(auto_user_scope="pool", elevation_level="admin"), "PoolAdmin"),
+        (UserIdentitySpec(auto_user_scope="task"), "TaskNonAdmin"),
+    ],
+)
+def test_user_identity_label(tmp_path: Path, identity: UserIdentitySpec, label: str) -> None:
+    layout = NodeLayout(tmp_path)
+    spec = make_attempt_spec(user_identity=identity)
+    env = task_environment(layout, layout.task_dirs("job-1", "task-1"), spec, RUN_AS, "/bin")
+    assert env["AZ_BATCH_TASK_USER_IDENTITY"] == label
+
+
+def test_safe_join_keeps_nested_paths(tmp_path: Path) -> None:
+    assert safe_join(tmp_path, "a/b/./c.txt") == tmp_path / "a" / "b" / "c.txt"
+
+
+@pytest.mark.parametrize("relative", ["../x", "a/../../x", "/etc/passwd", "..\\x", "", ".", "a\0b", "C:\\x"])
+def test_safe_join_refuses_escapes(tmp_path: Path, relative: str) -> None:
+    with pytest.raises(PathEscapeError):
+        safe_join(tmp_path, relative)
+
+
+def test_safe_join_refuses_a_symlinked_parent_leading_out(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "link").symlink_to(outside)
+    with pytest.raises(PathEscapeError):
+        safe_join(wd, "link/file.txt")

@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nodeagent import process
+from nodeagent.errors import ProcessStartError
+from nodeagent.process import ProcessSpec
+
+
+def spec_for(tmp_path: Path, *argv: str, **fields: object) -> ProcessSpec:
+    values: dict[str, object] = {
+        "argv": argv,
+        "cwd": tmp_path,
+        "env": {"PATH": "/usr/bin:/bin"},
+        "stdout_path": tmp_path / "stdout.txt",
+        "stderr_path": tmp_path / "stderr.txt",
+        "kill_grace": 1.0,
+    }
+    values.update(fields)
+    return ProcessSpec(**values)  # type: ignore[arg-type]
+
+
+def alive(pids: list[int], wait: float = 2.0) -> list[int]:
+    """Pids that still exist and are not zombies once signals had `wait` seconds to be delivered."""
+    deadline = time.monotonic() + wait
+    living = _living(pids)
+    while living and time.monotonic() < deadline:
+        time.sleep(0.05)
+        living = _living(pids)
+    return living
+
+
+def _living(pids: list[int]) -> list[int]:
+    living = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                living.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return living
+
+
+def test_exit_code_and_output_files(tmp_path: Path) -> None:
+    # Given a command that writes to both streams and exits 3
+    spec = spec_for(tmp_path, "/bin/sh", "-c", "echo out; echo err >&2; exit 3")
+    # When it runs
+    result = process.run(spec)
+    # Then the exit code and both files are recorded
+    assert (result.exit_code, result.signal, result.timed_out) == (3, None, False)
+    assert (tmp_path / "stdout.txt").read_text() == "out\n"
+    assert (tmp_path / "stderr.txt").read_text() == "err\n"
+    assert result.ended_at >= result.started_at
+
+
+def test_output_files_are_truncated_per_run(tmp_path: Path) -> None:
+    (tmp_path / "stdout.txt").write_text("old output\n")
+    process.run(spec_for(tmp_path, "/bin/echo", "new"))
+    assert (tmp_path / "stdout.txt").read_text() == "new\n"
+
+
+def test_environment_and_cwd_are_exactly_as_given(tmp_path: Path) -> None:
+    # Given an env with one variable and no inheritance from the test process
+    spec = spec_for(tmp_path, "/bin/sh", "-c", "pwd; env | sort", env={"ONLY": "this", "PATH": "/bin"})
+    process.run(spec)
+    lines = (tmp_path / "stdout.txt").read_text().splitlines()
+    assert lines[0] == str(tmp_path)
+    assert "ONLY=this" in lines
+    assert not any(line.startswith("HOME=") for line in lines)
+
+
+def test_no_shell_expansion(tmp_path: Path) -> None:
+    process.run(spec_for(tmp_path, "/bin/echo", "$HOME", "*"))
+    assert (tmp_path / "stdout.txt").read_text() == "$HOME *\n"
+
+
+def test_runs_in_a_new_session(tmp_path: Path) -> None:
+    result = process.run(spec_for(tmp_path, "/bin/sh", "-c", "ps -o sid= -p $$; ps -o pid= -p $$"))
+    assert result.exit_code == 0
+    sid, pid = (tmp_path / "stdout.txt").read_text().split()
+    assert sid == pid
+    assert int(sid) != os.getsid(0)
+
+
+def test_timeout_kills_the_whole_tree(tmp_path: Path) -> None:
+    # Given a shell that forks two grandchildren
+    pids: list[int] = []
+    spec = spec_for(tmp_path, "/bin/sh", "-c", "sleep 100 & sleep 100 & wait", timeout=0.5, on_start=pids.append)
+    # When the wall-clock limit passes
+    result = process.run(spec)
+    # Then the result says so and nothing of the tree is left
+    assert result.timed_out
+    assert result.exit_code is None and result.signal == signal.SIGTERM
+    leftovers = [p.pid for p in psutil.process_iter() if _in_group(p, pids[0])]
+    assert alive(leftovers) == []
+
+
+def test_timeout_kills_a_descendant_that_left_the_group(tmp_path: Path) -> None:
+    # Given a command whose grandchild moves to its own session
+    marker = tmp_path / "grandchild.pid"
+    script = f"setsid sh -c 'echo $$ > {marker}; exec sleep 100' & sleep 100"
+    spec = spec_for(tmp_path, "/bin/sh", "-c", script, timeout=1.0)
+    # When it times out
+    process.run(spec)
+    # Then the escaped grandchild is gone too
+    grandchild = int(marker.read_text())
+    assert alive([grandchild]) == []
+
+
+def test_sigterm_ignoring_child_is_killed_after_grace(tmp_path: Path) -> None:
+    # Given a command that ignores SIGTERM
+    spec = spec_for(
+        tmp_path,
+        "/bin/sh",
+        "-c",
+        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+        timeout=0.3,
+        kill_grace=0.5,
+    )
+    started = time.monotonic()
+    # When it times out
+    result = process.run(spec)
+    # Then SIGKILL ends it after the grace period
+    assert result.timed_out and result.signal == signal.SIGKILL
+    assert time.monotonic() - started >= 0.8
+
+
+def test_cancel_stops_the_process(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    spec = spec_for(tmp_path, "/bin/sleep", "100", cancel=cancel)
+    threading.Timer(0.2, cancel.set).start()
+    result = process.run(spec)
+    assert result.cancelled and not result.timed_out
+    assert result.signal == signal.SIGTERM
+
+
+def test_leftover_group_members_are_stopped_after_a_normal_exit(tmp_path: Path) -> None:
+    marker = tmp_path / "bg.pid"
+    result = process.run(spec_for(tmp_path, "/bin/sh", "-c", f"sleep 100 & echo $! > {marker}"))
+    assert result.exit_code == 0
+    assert alive([int(marker.read_text())]) == []
+
+
+def test_missing_program_is_command_program_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ProcessStartError) as caught:
+        process.run(spec_for(tmp_path, "no-such-program-xyz"))
+    assert caught.value.code == "CommandProgramNotFound"
+    assert caught.value.outcome == "preprocessing_error"
+
+
+def test_directory_as_program_is_command_launch_failed(tmp_path: Path) -> None:
+    with pytest.raises(ProcessStartError) as caught:
+        process.run(spec_for(tmp_path, str(tmp_path)))
+    assert caught.value.code == "CommandLaunchFailed"
+
+
+def test_unexecutable_format_is_command_launch_failed(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01\x02 not a program")
+    garbage.chmod(0o755)
+    with pytest.raises(ProcessStartError) as caught:
+        process.run(spec_for(tmp_path, str(garbage)))
+    assert caught.value.code == "CommandLaunchFailed"
+
+
+def test_program_is_found_on_the_given_path(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "mytool"
+    tool.write_text("#!/bin/sh\necho from tool\n")
+    tool.chmod(0o755)
+    result = process.run(spec_for(tmp_path, "mytool", env={"PATH": f"/bin:{bindir}"}))
+    assert result.exit_code == 0
+    assert (tmp_path / "stdout.txt").read_text() == "from tool\n"
+
+
+def test_cpu_times_are_reported(tmp_path: Path) -> None:
+    result = process.run(spec_for(tmp_path, "/bin/sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"))
+    assert result.user_cpu_seconds + result.kernel_cpu_seconds > 0
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid
+    except (ProcessLookupError, PermissionError):
+        return False
