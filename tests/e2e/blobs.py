@@ -5,7 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerSasPermissions,
+    generate_blob_sas,
+    generate_container_sas,
+)
 
 AZURITE_API_VERSION = "2025-11-05"
 
@@ -33,3 +39,18 @@ def writable_container(connection_string: str) -> tuple[str, str]:
 def read_blob(connection_string: str, container: str, name: str) -> bytes:
     """The content of one blob."""
     return service(connection_string).get_blob_client(container, name).download_blob().readall()
+
+
+def readable_blob_url(connection_string: str, container: str, name: str, data: bytes) -> str:
+    """Upload `data` as a blob; returns its URL with a read SAS."""
+    blobs = service(connection_string)
+    blobs.get_container_client(container).upload_blob(name, data, overwrite=True)
+    sas = generate_blob_sas(
+        account_name=blobs.account_name or "",
+        container_name=container,
+        blob_name=name,
+        account_key=blobs.credential.account_key,
+        permission=BlobSasPermissions(read=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    return f"{blobs.url.rstrip('/')}/{container}/{name}?{sas}"
