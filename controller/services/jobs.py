@@ -15,7 +15,7 @@ from controller.domain.lifecycle import task_ended_failure
 from controller.errors import Conflict, NotFound
 from controller.render import Record
 from controller.schemas.jobs import JobCreate
-from controller.services.records import Page, load_or_404, page
+from controller.services.records import Page, load_or_404, new_record, page
 from controller.store import reads
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,7 @@ async def create_job(ctx: Context, body: JobCreate) -> Record:
     pool_id = body.pool_info.pool_id or f"autopool-{body.id}"
     stamp, seq = iso(now()), await ctx.redis.incr(ctx.keys.seq())
     fields = {
-        "id": body.id,
-        "key": job_key,
-        "spec": json.dumps(body.wire()),
-        "state": "active",
-        "stt": stamp,
-        "created": stamp,
-        "modified": stamp,
-        "etag": new_etag(),
+        **new_record(body, body.id, stamp),
         "pool": key_of(pool_id),
         "pool_id": pool_id,
         "order": job_order(body.priority or 0, seq),

@@ -8,26 +8,19 @@ from typing import Any
 from controller import render
 from controller.api.odata import ListOptions
 from controller.context import Context
-from controller.domain.clock import iso, new_etag, now
+from controller.domain.clock import iso, now
 from controller.domain.ids import key_of
 from controller.errors import Conflict, NotFound
 from controller.render import Record
 from controller.schemas.pools import PoolCreate
-from controller.services.records import Page, load, load_or_404, page
+from controller.services.records import Page, load, load_or_404, new_record, page
 
 
 async def create_pool(ctx: Context, body: PoolCreate) -> Record:
     """Create a pool; 409 PoolExists when an id equal ignoring case exists."""
     pool_key, stamp = key_of(body.id), iso(now())
     fields = {
-        "id": body.id,
-        "key": pool_key,
-        "spec": json.dumps(body.wire()),
-        "state": "active",
-        "stt": stamp,
-        "created": stamp,
-        "modified": stamp,
-        "etag": new_etag(),
+        **new_record(body, body.id, stamp),
         "alloc_state": "steady",
         "alloc_stt": stamp,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -9,11 +10,28 @@ from typing import Any
 from redis.asyncio import Redis
 
 from controller.api.odata import ListOptions, project
+from controller.domain.clock import new_etag
+from controller.domain.ids import key_of
 from controller.errors import NotFound
 from controller.render import Record
+from controller.schemas.common import BatchModel
 from controller.store import reads
 
 BATCH = 200
+
+
+def new_record(body: BatchModel, entity_id: str, stamp: str) -> dict[str, str]:
+    """The fields every new entity starts with: ids, the request as `spec`, state `active`, times, ETag."""
+    return {
+        "id": entity_id,
+        "key": key_of(entity_id),
+        "spec": json.dumps(body.wire()),
+        "state": "active",
+        "stt": stamp,
+        "created": stamp,
+        "modified": stamp,
+        "etag": new_etag(),
+    }
 
 
 async def load(redis: Redis, key: str) -> Record | None:

@@ -12,13 +12,13 @@ from controller import render
 from controller.api.odata import ListOptions
 from controller.api.validation import error_from_validation
 from controller.context import Context
-from controller.domain.clock import iso, new_etag, now
+from controller.domain.clock import iso, now
 from controller.domain.ids import key_of
 from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound
 from controller.render import Record
 from controller.schemas.tasks import TaskCreate
 from controller.services.jobs import get_job, job_not_found
-from controller.services.records import Page, load_or_404, page
+from controller.services.records import Page, load_or_404, new_record, page
 
 MAX_COLLECTION = 100
 RESERVED_IDS = (
@@ -47,16 +47,9 @@ def _reserved_id_error(job_spec: dict[str, Any], task_id: str) -> BatchError | N
 def _task_fields(job: Record, body: TaskCreate, stamp: str) -> dict[str, str]:
     constraint = body.constraints.max_task_retry_count if body.constraints else None
     return {
-        "id": body.id,
-        "key": key_of(body.id),
+        **new_record(body, body.id, stamp),
         "job": job["id"],
         "pool_id": job["pool_id"],
-        "spec": json.dumps(body.wire()),
-        "state": "active",
-        "stt": stamp,
-        "created": stamp,
-        "modified": stamp,
-        "etag": new_etag(),
         "slots": str(body.required_slots or 1),
         "retries": "0",
         "requeues": "0",

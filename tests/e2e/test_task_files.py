@@ -80,7 +80,4 @@ def test_files_are_readable_while_running_and_terminate_kills_the_process(shared
 
 
 def _sleeping(marker: str) -> bool:
-    for process in psutil.process_iter(["cmdline"]):
-        if process.info["cmdline"] == ["sleep", marker]:
-            return True
-    return False
+    return any(process.info["cmdline"] == ["sleep", marker] for process in psutil.process_iter(["cmdline"]))

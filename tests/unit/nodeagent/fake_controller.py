@@ -42,11 +42,17 @@ class FakeController:
 
     def client(self) -> ControllerClient:
         http = httpx.Client(transport=httpx.MockTransport(self.handle))
-        return ControllerClient("http://controller", SECRET, http=http, claim_retry=RetryPolicy(attempts=2),
-                                report_retry=RetryPolicy(attempts=3, first_delay=0.01))
+        return ControllerClient(
+            "http://controller",
+            SECRET,
+            http=http,
+            claim_retry=RetryPolicy(attempts=2),
+            report_retry=RetryPolicy(attempts=3, first_delay=0.01),
+        )
 
     @staticmethod
     def _signed(request: httpx.Request) -> bool:
-        expected = messages.node_signature(SECRET, request.method, request.url.path,
-                                           request.headers[messages.DATE_HEADER], request.content)
+        expected = messages.node_signature(
+            SECRET, request.method, request.url.path, request.headers[messages.DATE_HEADER], request.content
+        )
         return messages.signatures_match(expected, request.headers[messages.SIGNATURE_HEADER])

@@ -24,8 +24,16 @@ def controller() -> FakeController:
 
 @pytest.fixture
 def runtime(tmp_path: Path, controller: FakeController) -> Iterator[AgentRuntime]:
-    settings = AgentSettings(node_id="node-1", pool_id="p", root_dir=tmp_path / "node", node_secret=SECRET,
-                             task_slots=3, heartbeat_seconds=0.05, kill_grace_seconds=0.5, advertise_host="10.0.0.5")
+    settings = AgentSettings(
+        node_id="node-1",
+        pool_id="p",
+        root_dir=tmp_path / "node",
+        node_secret=SECRET,
+        task_slots=3,
+        heartbeat_seconds=0.05,
+        kill_grace_seconds=0.5,
+        advertise_host="10.0.0.5",
+    )
     agent = AgentRuntime(settings, client=controller.client(), blob=FakeBlobStore())
     yield agent
     agent.stop()
@@ -107,8 +115,9 @@ def _wait_for(condition: object, timeout: float = 5.0) -> None:
 
 def test_start_replays_reports_spooled_by_an_earlier_run(runtime: AgentRuntime, controller: FakeController) -> None:
     # Given a report left in the spool by a previous agent process
-    Spool(runtime.layout).save("old", TaskReport(node_id="node-1", outcome="exited", exit_code=0,
-                                                 end_time=datetime.now(UTC)))
+    Spool(runtime.layout).save(
+        "old", TaskReport(node_id="node-1", outcome="exited", exit_code=0, end_time=datetime.now(UTC))
+    )
     # When the agent starts
     runtime.start()
     # Then the report reaches the controller and leaves the spool

@@ -16,8 +16,14 @@ from .fake_controller import SECRET, FakeController
 
 @pytest.fixture
 def settings(tmp_path: Path) -> AgentSettings:
-    return AgentSettings(node_id="node-1", root_dir=tmp_path, node_secret=SECRET, task_slots=6,
-                         broker_url="redis://127.0.0.1:1/0", broker_key_prefix="dep:")
+    return AgentSettings(
+        node_id="node-1",
+        root_dir=tmp_path,
+        node_secret=SECRET,
+        task_slots=6,
+        broker_url="redis://127.0.0.1:1/0",
+        broker_key_prefix="dep:",
+    )
 
 
 @pytest.fixture
@@ -40,16 +46,21 @@ def test_config_acks_on_receipt_json_only_one_prefetch(settings: AgentSettings) 
 
 def test_transport_options(settings: AgentSettings) -> None:
     options = celery_config(settings)["broker_transport_options"]
-    assert options == {"visibility_timeout": 600, "socket_keepalive": True, "health_check_interval": 25,
-                       "global_keyprefix": "dep:"}
+    assert options == {
+        "visibility_timeout": 600,
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+        "global_keyprefix": "dep:",
+    }
 
 
 def test_worker_consumes_only_its_node_queue(settings: AgentSettings) -> None:
     argv = worker_argv(settings)
     assert argv[argv.index("-Q") + 1] == node_queue("node-1")
     assert argv[argv.index("-n") + 1] == "node-1@%h"
-    assert {"--without-gossip", "--without-mingle", "--without-heartbeat", "--pool=threads",
-            "--concurrency=6"} <= set(argv)
+    assert {"--without-gossip", "--without-mingle", "--without-heartbeat", "--pool=threads", "--concurrency=6"} <= set(
+        argv
+    )
 
 
 def test_task_is_registered_by_name_and_runs_the_dispatch(settings: AgentSettings, runtime: AgentRuntime) -> None:

@@ -13,8 +13,9 @@ def test_cli_overrides() -> None:
     assert overrides(parse_args([])) == {}
 
 
-def test_missing_secret_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_secret_fails_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("NODEAGENT_NODE_SECRET", raising=False)
     assert main(["--node-id", "n1"]) == 2
     assert "NODEAGENT_NODE_SECRET" in capsys.readouterr().err

@@ -53,8 +53,11 @@ def test_a_failing_step_stops_the_main_steps_but_not_the_finalizers(tmp_path: Pa
     ctx = make_context(tmp_path)
     failing = FakeStep("download", rec, DownloadError("BlobNotFound", "missing"))
     # When the pipeline runs
-    runner.run_steps(ctx, [FakeStep("prepare", rec), failing, FakeStep("run", rec)],
-                     [FakeStep("upload", rec), FakeStep("report", rec)])
+    runner.run_steps(
+        ctx,
+        [FakeStep("prepare", rec), failing, FakeStep("run", rec)],
+        [FakeStep("upload", rec), FakeStep("report", rec)],
+    )
     # Then the command never runs, finalizers do, and the failure is the download's
     assert rec.calls == ["prepare", "download", "upload", "report"]
     assert ctx.failure is not None and ctx.failure.code == "BlobNotFound"
@@ -64,8 +67,11 @@ def test_a_failing_step_stops_the_main_steps_but_not_the_finalizers(tmp_path: Pa
 def test_the_first_failure_wins(tmp_path: Path) -> None:
     rec = Recorder()
     ctx = make_context(tmp_path)
-    runner.run_steps(ctx, [FakeStep("run", rec, CommandFailed("FailureExitCode", "exit 1"))],
-                     [FakeStep("upload", rec, UploadError("FileUploadFailed", "nope"))])
+    runner.run_steps(
+        ctx,
+        [FakeStep("run", rec, CommandFailed("FailureExitCode", "exit 1"))],
+        [FakeStep("upload", rec, UploadError("FileUploadFailed", "nope"))],
+    )
     assert ctx.failure is not None and ctx.failure.code == "FailureExitCode"
 
 
@@ -112,14 +118,16 @@ def test_full_run_success_uploads_and_reports(tmp_path: Path) -> None:
     spec = make_attempt_spec(
         command_line="/bin/sh -c 'cat in.txt > out.txt; echo done'",
         resource_files=[ResourceFileSpec(http_url="http://src/in.txt", file_path="in.txt")],
-        output_files=[OutputFileSpec(file_pattern="out.txt", container_url="http://c/out?sig=x", path="r/out.txt"),
-                      OutputFileSpec(file_pattern="../std*.txt", container_url="http://c/out", path="logs")],
+        output_files=[
+            OutputFileSpec(file_pattern="out.txt", container_url="http://c/out?sig=x", path="r/out.txt"),
+            OutputFileSpec(file_pattern="../std*.txt", container_url="http://c/out", path="logs"),
+        ],
     )
     # When the attempt runs
     ctx = runner.run(spec, NodeLayout(tmp_path), _deps(blob, reporter))
     # Then the outputs were uploaded and a successful report was delivered
     assert blob.uploaded == {"r/out.txt": b"input", "logs/stdout.txt": b"done\n", "logs/stderr.txt": b""}
-    (attempt_id, report), = reporter.reports
+    ((attempt_id, report),) = reporter.reports
     assert (attempt_id, report.outcome, report.exit_code, report.failure) == ("attempt-1", "exited", 0, None)
     assert report.start_time is not None and report.end_time >= report.start_time
     assert not NodeLayout(tmp_path).state_file("attempt-1").exists()
@@ -164,8 +172,10 @@ def test_full_run_timeout(tmp_path: Path) -> None:
 def test_full_run_upload_failure(tmp_path: Path) -> None:
     reporter = FakeReporter()
     blob = FakeBlobStore(fail_uploads={"out.txt"})
-    spec = make_attempt_spec(command_line="/bin/sh -c 'echo x > out.txt'",
-                             output_files=[OutputFileSpec(file_pattern="out.txt", container_url="http://c/o")])
+    spec = make_attempt_spec(
+        command_line="/bin/sh -c 'echo x > out.txt'",
+        output_files=[OutputFileSpec(file_pattern="out.txt", container_url="http://c/o")],
+    )
     runner.run(spec, NodeLayout(tmp_path), _deps(blob, reporter))
     report = reporter.reports[0][1]
     assert (report.outcome, report.exit_code) == ("upload_error", 0)
@@ -175,8 +185,9 @@ def test_full_run_upload_failure(tmp_path: Path) -> None:
 
 def test_program_not_found(tmp_path: Path) -> None:
     reporter = FakeReporter()
-    runner.run(make_attempt_spec(command_line="does-not-exist --flag"), NodeLayout(tmp_path),
-               _deps(FakeBlobStore(), reporter))
+    runner.run(
+        make_attempt_spec(command_line="does-not-exist --flag"), NodeLayout(tmp_path), _deps(FakeBlobStore(), reporter)
+    )
     report = reporter.reports[0][1]
     assert report.outcome == "preprocessing_error"
     assert report.failure is not None and report.failure.code == "CommandProgramNotFound"

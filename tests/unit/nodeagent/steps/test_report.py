@@ -15,8 +15,16 @@ _: Step = ReportResult()
 
 def finished(exit_code: int | None, signal: int | None = None) -> ProcessResult:
     now = datetime.now(UTC)
-    return ProcessResult(exit_code=exit_code, signal=signal, timed_out=False, cancelled=False, started_at=now,
-                         ended_at=now, user_cpu_seconds=0.5, kernel_cpu_seconds=0.25)
+    return ProcessResult(
+        exit_code=exit_code,
+        signal=signal,
+        timed_out=False,
+        cancelled=False,
+        started_at=now,
+        ended_at=now,
+        user_cpu_seconds=0.5,
+        kernel_cpu_seconds=0.25,
+    )
 
 
 def test_success_report(tmp_path: Path) -> None:
@@ -35,7 +43,10 @@ def test_failure_report_carries_failure_info(tmp_path: Path) -> None:
     assert report.outcome == "preprocessing_error" and report.exit_code is None
     assert report.failure is not None
     assert (report.failure.category, report.failure.code, report.failure.details[0].value) == (
-        "usererror", "BlobAccessDenied", "x")
+        "usererror",
+        "BlobAccessDenied",
+        "x",
+    )
 
 
 def test_signal_death_reports_128_plus_signal(tmp_path: Path) -> None:

@@ -34,8 +34,12 @@ def test_no_op_when_the_process_never_started(tmp_path: Path) -> None:
 
 def test_wildcard_pattern_uploads_under_the_virtual_directory(tmp_path: Path) -> None:
     blob = FakeBlobStore()
-    ctx = ran(tmp_path, "/bin/sh -c 'mkdir -p o/s; echo 1 > o/a.txt; echo 2 > o/s/b.txt'", blob,
-              OutputFileSpec(file_pattern="o/**/*.txt", container_url="http://c/x?sig=SECRET", path="results/"))
+    ctx = ran(
+        tmp_path,
+        "/bin/sh -c 'mkdir -p o/s; echo 1 > o/a.txt; echo 2 > o/s/b.txt'",
+        blob,
+        OutputFileSpec(file_pattern="o/**/*.txt", container_url="http://c/x?sig=SECRET", path="results/"),
+    )
     UploadOutputFiles().run(ctx)
     assert sorted(blob.uploaded) == ["results/a.txt", "results/s/b.txt"]
     log = ctx.dirs.upload_out.read_text()
@@ -44,9 +48,13 @@ def test_wildcard_pattern_uploads_under_the_virtual_directory(tmp_path: Path) ->
 
 def test_upload_condition_is_respected(tmp_path: Path) -> None:
     blob = FakeBlobStore()
-    ctx = ran(tmp_path, "/bin/sh -c 'echo x > f.txt; exit 1'", blob,
-              OutputFileSpec(file_pattern="f.txt", container_url="u", path="ok", upload_condition="tasksuccess"),
-              OutputFileSpec(file_pattern="f.txt", container_url="u", path="failed", upload_condition="taskfailure"))
+    ctx = ran(
+        tmp_path,
+        "/bin/sh -c 'echo x > f.txt; exit 1'",
+        blob,
+        OutputFileSpec(file_pattern="f.txt", container_url="u", path="ok", upload_condition="tasksuccess"),
+        OutputFileSpec(file_pattern="f.txt", container_url="u", path="failed", upload_condition="taskfailure"),
+    )
     UploadOutputFiles().run(ctx)
     assert list(blob.uploaded) == ["failed"]
 
@@ -54,8 +62,12 @@ def test_upload_condition_is_respected(tmp_path: Path) -> None:
 def test_headers_are_passed_to_the_store(tmp_path: Path) -> None:
     blob = FakeBlobStore()
     header = UploadHeader(name="Content-Type", value="text/plain")
-    ctx = ran(tmp_path, "/bin/sh -c 'echo x > f.txt'", blob,
-              OutputFileSpec(file_pattern="f.txt", container_url="u", upload_headers=[header]))
+    ctx = ran(
+        tmp_path,
+        "/bin/sh -c 'echo x > f.txt'",
+        blob,
+        OutputFileSpec(file_pattern="f.txt", container_url="u", upload_headers=[header]),
+    )
     UploadOutputFiles().run(ctx)
     assert blob.targets[0].headers == (header,)
 
@@ -63,8 +75,12 @@ def test_headers_are_passed_to_the_store(tmp_path: Path) -> None:
 def test_one_failure_still_uploads_the_rest_then_fails(tmp_path: Path) -> None:
     # Given two outputs, one of which cannot be uploaded
     blob = FakeBlobStore(fail_uploads={"a.txt"})
-    ctx = ran(tmp_path, "/bin/sh -c 'echo a > a.txt; echo b > b.txt'", blob,
-              OutputFileSpec(file_pattern="*.txt", container_url="u"))
+    ctx = ran(
+        tmp_path,
+        "/bin/sh -c 'echo a > a.txt; echo b > b.txt'",
+        blob,
+        OutputFileSpec(file_pattern="*.txt", container_url="u"),
+    )
     # When the finalizer runs
     with pytest.raises(UploadError) as caught:
         UploadOutputFiles().run(ctx)
@@ -84,16 +100,24 @@ def test_abandoned_attempt_uploads_nothing(tmp_path: Path) -> None:
 
 def test_environment_variables_in_patterns(tmp_path: Path) -> None:
     blob = FakeBlobStore()
-    ctx = ran(tmp_path, "/bin/sh -c 'echo x > f.txt'", blob,
-              OutputFileSpec(file_pattern="$AZ_BATCH_TASK_WORKING_DIR/f.txt", container_url="u", path="f"))
+    ctx = ran(
+        tmp_path,
+        "/bin/sh -c 'echo x > f.txt'",
+        blob,
+        OutputFileSpec(file_pattern="$AZ_BATCH_TASK_WORKING_DIR/f.txt", container_url="u", path="f"),
+    )
     UploadOutputFiles().run(ctx)
     assert list(blob.uploaded) == ["f"]
 
 
 @pytest.mark.parametrize(
     ("pattern", "path", "relative", "expected"),
-    [("out.txt", None, "out.txt", "out.txt"), ("out.txt", "dir/name.txt", "out.txt", "dir/name.txt"),
-     ("*.txt", "dir", "a.txt", "dir/a.txt"), ("**/*.txt", None, "s/a.txt", "s/a.txt")],
+    [
+        ("out.txt", None, "out.txt", "out.txt"),
+        ("out.txt", "dir/name.txt", "out.txt", "dir/name.txt"),
+        ("*.txt", "dir", "a.txt", "dir/a.txt"),
+        ("**/*.txt", None, "s/a.txt", "s/a.txt"),
+    ],
 )
 def test_blob_name(pattern: str, path: str | None, relative: str, expected: str) -> None:
     assert blob_name(pattern, path, Match(Path("/x") / relative, relative)) == expected
