@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from nodeagent.messages import RedactingFormatter
 
 
 def load_settings() -> ControllerSettings | None:
@@ -28,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     if settings is None:
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level, handlers=[handler])
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

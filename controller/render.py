@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from controller.domain.clock import UNLIMITED_DURATION
+from nodeagent.messages import redact
 
 Record = dict[str, str]
 """A stored entity: a Redis hash read back as strings."""
@@ -14,7 +15,8 @@ DEFAULT_RETENTION = "P7D"
 
 
 def _spec(record: Record) -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(record.get("spec", "{}"))
+    """The stored request, with SAS signatures in its URLs redacted: they are never shown back."""
+    spec: dict[str, Any] = json.loads(redact(record.get("spec", "{}")))
     return spec
 
 
@@ -59,7 +61,11 @@ def node_url(endpoint: str, pool_id: str, node_id: str) -> str:
 def job(record: Record, endpoint: str) -> dict[str, Any]:
     """A job as BatchJob JSON."""
     spec = _spec(record)
-    constraints = {"maxWallClockTime": UNLIMITED_DURATION, "maxTaskRetryCount": 0, **spec.pop("constraints", {})}
+    constraints = {
+        "maxWallClockTime": UNLIMITED_DURATION,
+        "maxTaskRetryCount": 0,
+        **(spec.pop("constraints", None) or {}),
+    }
     execution: dict[str, Any] = {"startTime": record["created"], "poolId": record["pool_id"]}
     if record.get("end"):
         execution["endTime"] = record["end"]
@@ -89,7 +95,7 @@ def task(record: Record, endpoint: str) -> dict[str, Any]:
         "maxWallClockTime": UNLIMITED_DURATION,
         "retentionTime": DEFAULT_RETENTION,
         "maxTaskRetryCount": int(record.get("max_retries", "0")),
-        **spec.pop("constraints", {}),
+        **(spec.pop("constraints", None) or {}),
     }
     out: dict[str, Any] = {
         "requiredSlots": 1,

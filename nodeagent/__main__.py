@@ -12,7 +12,7 @@ from typing import Any
 from nodeagent.agent import AgentRuntime
 from nodeagent.celery_app import create_app, worker_argv
 from nodeagent.errors import ConfigError
-from nodeagent.redact import RedactingFormatter
+from nodeagent.messages import RedactingFormatter
 from nodeagent.settings import AgentSettings, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

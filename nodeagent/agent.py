@@ -42,13 +42,18 @@ class AgentRuntime:
         self.client = client or ControllerClient(settings.controller_url, settings.node_secret)
         self.reporter = Reporter(self.client, Spool(self.layout))
         self.running = RunningAttempts()
-        self.files = FileServer(self.layout.root, settings.node_secret, settings.file_server_host,
-                                settings.file_server_port)
-        self.heartbeat = Heartbeat(self.client.heartbeat, self.build_heartbeat, self.cancel_attempts,
-                                   settings.heartbeat_seconds)
+        self.files = FileServer(
+            self.layout.root, settings.node_secret, settings.file_server_host, settings.file_server_port
+        )
+        self.heartbeat = Heartbeat(
+            self.client.heartbeat, self.build_heartbeat, self.cancel_attempts, settings.heartbeat_seconds
+        )
         self.deps = RunDeps(
-            blob=blob or AzureBlobStore(), reporter=self.reporter, agent_path=agent_path(),
-            kill_grace=settings.kill_grace_seconds, run_process=run_process,
+            blob=blob or AzureBlobStore(),
+            reporter=self.reporter,
+            agent_path=agent_path(),
+            kill_grace=settings.kill_grace_seconds,
+            run_process=run_process,
             on_process_start=self.running.set_process,
         )
         self.boot_time = datetime.now(UTC)
@@ -136,8 +141,12 @@ class AgentRuntime:
             log.error("dropping an invalid dispatch: %s", exc)
             return None
         if dispatch.node_id != self.settings.node_id:
-            log.warning("attempt %s: dispatched to node %s, not %s; dropped", dispatch.attempt_id,
-                        dispatch.node_id, self.settings.node_id)
+            log.warning(
+                "attempt %s: dispatched to node %s, not %s; dropped",
+                dispatch.attempt_id,
+                dispatch.node_id,
+                self.settings.node_id,
+            )
             return None
         if self.client.stop.is_set():
             log.info("attempt %s: agent stopping, not claimed", dispatch.attempt_id)

@@ -25,8 +25,7 @@ from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetr
 
 from nodeagent.errors import DownloadError, UploadError
 from nodeagent.layout import PathEscapeError, safe_join
-from nodeagent.messages import ResourceFileSpec, UploadCondition, UploadHeader
-from nodeagent.redact import redact
+from nodeagent.messages import ResourceFileSpec, UploadCondition, UploadHeader, redact
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +161,11 @@ class AzureBlobStore:
         """A container client for a (SAS) container URL, pinned to API_VERSION, with bounded retries."""
         retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=self._sdk_retries)
         return ContainerClient.from_container_url(
-            container_url, api_version=API_VERSION, retry_policy=retry,
-            connection_timeout=10, read_timeout=self._timeout,
+            container_url,
+            api_version=API_VERSION,
+            retry_policy=retry,
+            connection_timeout=10,
+            read_timeout=self._timeout,
         )
 
     def upload(self, path: Path, target: UploadTarget) -> None:
@@ -190,7 +192,7 @@ def content_settings(headers: Iterable[UploadHeader]) -> tuple[ContentSettings, 
         if name in _CONTENT_SETTINGS:
             settings[_CONTENT_SETTINGS[name]] = value
         elif name.startswith("x-ms-meta-"):
-            metadata[header.name[len("x-ms-meta-"):]] = value
+            metadata[header.name[len("x-ms-meta-") :]] = value
         else:
             log.info("upload header %s has no blob equivalent and is ignored", header.name)
     content = ContentSettings(
@@ -257,4 +259,3 @@ def _write_stream(dest: Path, chunks: Iterator[bytes]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-

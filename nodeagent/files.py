@@ -78,8 +78,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, end)
 
 
-def verify_signature(secret: str, method: str, path: str, date: str | None, signature: str | None,
-                     now: float | None = None) -> bool:
+def verify_signature(
+    secret: str, method: str, path: str, date: str | None, signature: str | None, now: float | None = None
+) -> bool:
     """True when a request carries a valid node signature with a date inside the allowed skew."""
     if not secret or not date or not signature:
         return False
@@ -95,7 +96,7 @@ def verify_signature(secret: str, method: str, path: str, date: str | None, sign
 
 def resolve_request_path(root: Path, raw_path: str) -> Path:
     """The file a request path names under `root`; BadPath when it is malformed or escapes the root."""
-    rest = raw_path[len(messages.FILE_SERVER_PREFIX):]
+    rest = raw_path[len(messages.FILE_SERVER_PREFIX) :]
     if rest and not rest.startswith("/"):
         raise BadPath(raw_path)
     relative = unquote(rest.lstrip("/"), errors="strict")
@@ -161,8 +162,11 @@ class FileRequestHandler(BaseHTTPRequestHandler):
     def _signed(self, raw_path: str) -> bool:
         """Whether the request carries a valid signature for its method and path."""
         return verify_signature(
-            self.server.secret, self.command, raw_path,
-            self.headers.get(messages.DATE_HEADER), self.headers.get(messages.SIGNATURE_HEADER),
+            self.server.secret,
+            self.command,
+            raw_path,
+            self.headers.get(messages.DATE_HEADER),
+            self.headers.get(messages.SIGNATURE_HEADER),
         )
 
     def _send_file(self, target: Path, send_body: bool) -> None:

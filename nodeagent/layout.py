@@ -131,8 +131,15 @@ class NodeLayout:
 
     def create(self) -> None:
         """Create the node-level directories (idempotent)."""
-        for path in (self.shared, self.startup, self.workitems, self.spool, self.attempt_state,
-                     self.applications, self.fsmounts):
+        for path in (
+            self.shared,
+            self.startup,
+            self.workitems,
+            self.spool,
+            self.attempt_state,
+            self.applications,
+            self.fsmounts,
+        ):
             path.mkdir(parents=True, exist_ok=True)
 
     def task_dirs(self, job_id: str, task_id: str) -> TaskDirs:

@@ -3,8 +3,9 @@
 This is the only agent module the controller imports. It holds the Celery
 dispatch payload, the bodies of the agent's HTTP calls to the controller
 (claim, report, heartbeat), the signature both sides put on those calls and on
-the agent's file server, and the names they share (Celery task name, queue
-names, URL paths). It depends on pydantic and the standard library only.
+the agent's file server, the names they share (Celery task name, queue
+names, URL paths), and the redaction of SAS signatures both sides apply.
+It depends on pydantic and the standard library only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -73,6 +76,22 @@ def node_signature(secret: str, method: str, path: str, date: str, body: bytes) 
 def signatures_match(expected: str, given: str) -> bool:
     """Constant-time comparison of two signatures."""
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+_SAS_SIGNATURE = re.compile(r"(?i)(sig=)[^&\s\"'<>]*")
+
+
+def redact(text: str) -> str:
+    """Replace the value of every `sig=` query parameter (a SAS signature) with `REDACTED`."""
+    return _SAS_SIGNATURE.sub(r"\1REDACTED", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Log formatter that redacts SAS signatures from the message and any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the record, then redact the whole text."""
+        return redact(super().format(record))
 
 
 class WireModel(BaseModel):

@@ -99,8 +99,14 @@ def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
     try:
         with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
             return subprocess.Popen(
-                list(spec.argv), cwd=spec.cwd, env=dict(spec.env), stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True, close_fds=True,
+                list(spec.argv),
+                cwd=spec.cwd,
+                env=dict(spec.env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
                 user=None if run_as is None else run_as.uid,
                 group=None if run_as is None else run_as.gid,
                 extra_groups=None if run_as is None else list(run_as.groups),
@@ -113,9 +119,7 @@ def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
         raise ProcessStartError("CommandLaunchFailed", f"cannot start {spec.argv[0]!r}: {exc}") from exc
 
 
-def _wait(
-    child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None
-) -> tuple[_Exit | None, bool, bool]:
+def _wait(child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None) -> tuple[_Exit | None, bool, bool]:
     """Wait for exit, the deadline or cancellation; returns (exit or None, timed_out, cancelled)."""
     while True:
         reaped = _reap(child, block=False)

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from nodeagent import identity
 from nodeagent.errors import AttemptAbandoned, StepError
 from nodeagent.layout import NodeLayout
-from nodeagent.messages import AttemptSpec
-from nodeagent.redact import redact
+from nodeagent.messages import AttemptSpec, redact
 from nodeagent.state import StepState
 from nodeagent.steps import DownloadResourceFiles, PrepareDirs, ReportResult, RunCommandLine, UploadOutputFiles
 from nodeagent.steps.base import RunDeps, Step, TaskContext
@@ -64,18 +63,27 @@ def _run_step(ctx: TaskContext, step: Step) -> bool:
     try:
         step.run(ctx)
     except AttemptAbandoned:
-        log.info("task %s/%s attempt %s: abandoned during %s", ctx.spec.job_id, ctx.spec.task_id, ctx.attempt_id,
-                 step.name)
+        log.info(
+            "task %s/%s attempt %s: abandoned during %s", ctx.spec.job_id, ctx.spec.task_id, ctx.attempt_id, step.name
+        )
         ctx.abandoned = True
         return False
     except StepError as exc:
-        log.warning("task %s/%s attempt %s: step %s failed: %s %s", ctx.spec.job_id, ctx.spec.task_id,
-                    ctx.attempt_id, step.name, exc.code, exc.message)
+        log.warning(
+            "task %s/%s attempt %s: step %s failed: %s %s",
+            ctx.spec.job_id,
+            ctx.spec.task_id,
+            ctx.attempt_id,
+            step.name,
+            exc.code,
+            exc.message,
+        )
         ctx.fail(exc)
         return False
     except Exception as exc:
-        log.exception("task %s/%s attempt %s: step %s crashed", ctx.spec.job_id, ctx.spec.task_id,
-                      ctx.attempt_id, step.name)
+        log.exception(
+            "task %s/%s attempt %s: step %s crashed", ctx.spec.job_id, ctx.spec.task_id, ctx.attempt_id, step.name
+        )
         ctx.fail(StepError("AgentInternalError", redact(f"{step.name} failed: {exc}"), category="servererror"))
         return False
     log.debug("attempt %s: step %s done in %.3fs", ctx.attempt_id, step.name, time.monotonic() - started)

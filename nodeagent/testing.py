@@ -19,8 +19,13 @@ from nodeagent.steps.base import RunDeps, TaskContext
 def make_attempt_spec(**fields: Any) -> AttemptSpec:
     """An AttemptSpec with sensible defaults, overridden by `fields`."""
     values: dict[str, Any] = {
-        "attempt_id": "attempt-1", "job_id": "job-1", "task_id": "task-1", "pool_id": "pool-1",
-        "node_id": "node-1", "account_name": "devaccount", "account_url": "http://127.0.0.1:8080",
+        "attempt_id": "attempt-1",
+        "job_id": "job-1",
+        "task_id": "task-1",
+        "pool_id": "pool-1",
+        "node_id": "node-1",
+        "account_name": "devaccount",
+        "account_url": "http://127.0.0.1:8080",
         "command_line": "/bin/true",
     }
     values.update(fields)
@@ -74,8 +79,7 @@ def make_context(root: Path, spec: AttemptSpec | None = None, deps: RunDeps | No
         layout=layout,
         dirs=layout.task_dirs(attempt.job_id, attempt.task_id),
         run_as=current_user(),
-        deps=deps or RunDeps(blob=FakeBlobStore(), reporter=FakeReporter(), agent_path="/usr/bin:/bin",
-                             kill_grace=1.0),
+        deps=deps or RunDeps(blob=FakeBlobStore(), reporter=FakeReporter(), agent_path="/usr/bin:/bin", kill_grace=1.0),
         state=StepState(layout.state_file(attempt.attempt_id)),
         cancel=threading.Event(),
     )

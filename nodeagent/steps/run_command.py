@@ -72,7 +72,14 @@ class RunCommandLine:
                 ctx.deps.on_process_start(ctx.attempt_id, pid)
 
         return ProcessSpec(
-            argv=argv, cwd=ctx.dirs.wd, env=ctx.env, stdout_path=ctx.dirs.stdout, stderr_path=ctx.dirs.stderr,
-            timeout=remaining_seconds(ctx), kill_grace=ctx.deps.kill_grace, run_as=ctx.run_as,
-            cancel=ctx.cancel, on_start=started,
+            argv=argv,
+            cwd=ctx.dirs.wd,
+            env=ctx.env,
+            stdout_path=ctx.dirs.stdout,
+            stderr_path=ctx.dirs.stderr,
+            timeout=remaining_seconds(ctx),
+            kill_grace=ctx.deps.kill_grace,
+            run_as=ctx.run_as,
+            cancel=ctx.cancel,
+            on_start=started,
         )

@@ -10,9 +10,8 @@ from urllib.parse import urlsplit
 
 from nodeagent.blob import UploadTarget, should_upload
 from nodeagent.errors import UploadError
-from nodeagent.messages import FailureCategory, OutputFileSpec
+from nodeagent.messages import FailureCategory, OutputFileSpec, redact
 from nodeagent.patterns import Match, expand_variables, has_wildcard, match_files
-from nodeagent.redact import redact
 from nodeagent.steps.base import TaskContext
 
 log = logging.getLogger(__name__)

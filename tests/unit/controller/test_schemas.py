@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -48,3 +50,26 @@ def test_resource_file_paths_must_stay_in_the_working_directory(path: str) -> No
 def test_priority_out_of_range() -> None:
     code, _ = _error_code(JobCreate, {"id": "j", "poolInfo": {"poolId": "p"}, "priority": 1001})
     assert code == "OutOfRangePriority"
+
+
+def test_rendered_task_never_shows_a_sas_signature() -> None:
+    from controller import render
+
+    body = {
+        "id": "t",
+        "commandLine": "x",
+        "resourceFiles": [{"httpUrl": "http://h/c/b?sp=r&sig=SECRET1", "filePath": "b"}],
+        "outputFiles": [
+            {
+                "filePattern": "*",
+                "destination": {"container": {"containerUrl": "http://h/c?sp=w&sig=SECRET2"}},
+                "uploadOptions": {"uploadCondition": "taskcompletion"},
+            }
+        ],
+    }
+    stamp = "2026-01-01T00:00:00.000000Z"
+    record = {"id": "t", "job": "j", "spec": json.dumps(TaskCreate.model_validate(body).wire())}
+    record.update({"etag": "0x1", "modified": stamp, "created": stamp, "state": "active", "stt": stamp})
+    rendered = str(render.task(record, "http://endpoint"))
+    assert "SECRET" not in rendered
+    assert "sig=REDACTED" in rendered
