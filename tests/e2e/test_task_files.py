@@ -81,3 +81,37 @@ def test_files_are_readable_while_running_and_terminate_kills_the_process(shared
 
 def _sleeping(marker: str) -> bool:
     return any(process.info["cmdline"] == ["sleep", marker] for process in psutil.process_iter(["cmdline"]))
+
+
+def test_no_sas_signature_or_account_key_in_logs_or_task_records(shared_stack: LocalStack) -> None:
+    # Given a task whose resource file needs a SAS and whose upload target refuses it (a read-only SAS)
+    container, _ = writable_container(shared_stack.connection_string)
+    url = readable_blob_url(shared_stack.connection_string, container, "in.txt", b"x")
+    signature = url.split("sig=", 1)[1].split("&", 1)[0]
+    container_root = url.rsplit("/", 1)[0]
+    read_only = f"{container_root}?{url.split('?', 1)[1]}"
+    output = models.OutputFile(
+        file_pattern="../stdout.txt",
+        destination=models.OutputFileDestination(
+            container=models.OutputFileBlobContainerDestination(container_url=read_only, path="out.txt")
+        ),
+        upload_options=models.OutputFileUploadConfiguration(upload_condition="taskcompletion"),
+    )
+    client = _client(shared_stack)
+    client.create_job(models.BatchJobCreateOptions(id="secrets", pool_info=models.BatchPoolInfo(pool_id="local")))
+    task_options = models.BatchTaskCreateOptions(
+        id="t",
+        command_line="/bin/cat in.txt",
+        resource_files=[models.ResourceFile(http_url=url, file_path="in.txt")],
+        output_files=[output],
+    )
+    client.create_task("secrets", task_options)
+    _until("the task to complete", lambda: client.get_task("secrets", "t").state == "completed")
+    # Then the upload failure is reported, and neither the task record nor any log shows a secret
+    task = client.get_task("secrets", "t")
+    assert task.execution_info.failure_info.code.startswith("FileUpload")
+    record = str(task.as_dict())
+    logs = "".join(path.read_text(errors="replace") for path in (shared_stack.data_dir / "logs").glob("*.log"))
+    for text in (record, logs):
+        assert signature not in text
+        assert shared_stack.account_key not in text
