@@ -148,6 +148,49 @@ class UserIdentitySpec(WireModel):
     elevation_level: Literal["nonadmin", "admin"] = "nonadmin"
 
 
+class UserAccountSpec(WireModel):
+    """A named user account of the pool, created on every node with these settings."""
+
+    name: str
+    password: str = Field(default="", repr=False)
+    elevation_level: Literal["nonadmin", "admin"] = "nonadmin"
+    uid: int | None = None
+    gid: int | None = None
+    ssh_private_key: str | None = Field(default=None, repr=False)
+
+
+class ApplicationPackageSpec(WireModel):
+    """An application package version to unpack under the node's applications directory."""
+
+    application_id: str
+    version: str
+    is_default: bool = False
+    package_url: str
+
+
+BindSource = Literal["Shared", "Startup", "VfsMounts", "Task", "JobPrep", "Applications"]
+
+
+class BindMountSpec(WireModel):
+    """A node directory mounted into a task's container."""
+
+    source: BindSource
+    read_only: bool = False
+
+
+class ContainerSpec(WireModel):
+    """How to run a command inside a container instead of directly on the node."""
+
+    image_name: str
+    run_options: str = ""
+    registry_server: str | None = None
+    registry_username: str | None = None
+    registry_password: str | None = Field(default=None, repr=False)
+    working_directory: Literal["taskWorkingDirectory", "containerImageDefault"] = "taskWorkingDirectory"
+    bind_mounts: list[BindMountSpec] | None = None
+    """None mounts the whole node root; an empty list mounts nothing."""
+
+
 class AttemptSpec(WireModel):
     """Everything an agent needs to run one attempt; the answer to a successful claim."""
 
@@ -167,6 +210,12 @@ class AttemptSpec(WireModel):
     retention_seconds: float | None = None
     required_slots: int = 1
     retry_count: int = 0
+    user_account: UserAccountSpec | None = None
+    """The pool account named by `user_identity.username`; None when the pool defines no such account."""
+    application_packages: list[ApplicationPackageSpec] = Field(default_factory=list)
+    container: ContainerSpec | None = None
+    job_preparation_task_id: str | None = None
+    """Set when the job has a preparation task: the agent exports AZ_BATCH_JOB_PREP_DIR for it."""
 
 
 class ClaimRequest(WireModel):
@@ -197,6 +246,19 @@ class FailureInfo(WireModel):
 AttemptOutcome = Literal["exited", "preprocessing_error", "upload_error", "timed_out", "aborted"]
 
 
+class TaskStats(WireModel):
+    """Resources one attempt used, from its cgroup where the node has one, else from the process."""
+
+    user_cpu_seconds: float = 0.0
+    kernel_cpu_seconds: float = 0.0
+    wall_clock_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    read_ops: int = 0
+    write_ops: int = 0
+
+
 class TaskReport(WireModel):
     """The outcome of one attempt, sent by the agent that claimed it."""
 
@@ -209,6 +271,7 @@ class TaskReport(WireModel):
     user_cpu_seconds: float = 0.0
     kernel_cpu_seconds: float = 0.0
     wall_clock_seconds: float = 0.0
+    stats: TaskStats | None = None
 
 
 class ReportAnswer(WireModel):
@@ -216,6 +279,51 @@ class ReportAnswer(WireModel):
 
     accepted: bool
     reason: str = ""
+
+
+class StartTaskSpec(WireModel):
+    """The pool's start task: runs when a node joins the pool or its agent restarts."""
+
+    command_line: str
+    environment: dict[str, str] = Field(default_factory=dict)
+    resource_files: list[ResourceFileSpec] = Field(default_factory=list)
+    user_identity: UserIdentitySpec = Field(default_factory=UserIdentitySpec)
+    user_account: UserAccountSpec | None = None
+    max_task_retry_count: int = 0
+    wait_for_success: bool = True
+    container: ContainerSpec | None = None
+
+
+class PoolConfig(WireModel):
+    """What every node of a pool applies: its user accounts, start task and application packages."""
+
+    pool_id: str
+    version: str
+    """Changes whenever any of the rest changes; the node re-applies the config when it does."""
+    account_name: str
+    account_url: str
+    user_accounts: list[UserAccountSpec] = Field(default_factory=list)
+    start_task: StartTaskSpec | None = None
+    application_packages: list[ApplicationPackageSpec] = Field(default_factory=list)
+
+
+StartTaskState = Literal["running", "completed"]
+
+
+class StartTaskReport(WireModel):
+    """How the node's start task went (Azure's startTaskInfo)."""
+
+    state: StartTaskState
+    start_time: datetime
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    retry_count: int = 0
+    last_retry_time: datetime | None = None
+    result: Literal["success", "failure"] | None = None
+    failure: FailureInfo | None = None
+
+
+NodeReadiness = Literal["starting", "waitingforstarttask", "starttaskfailed", "ready"]
 
 
 class NodeHeartbeat(WireModel):
@@ -229,9 +337,44 @@ class NodeHeartbeat(WireModel):
     ip_address: str = "127.0.0.1"
     agent_version: str = "0"
     boot_time: datetime | None = None
+    readiness: NodeReadiness = "ready"
+    """`ready` once the pool config is applied (and the start task succeeded, when it must)."""
+    pool_config_version: str = ""
+    start_task: StartTaskReport | None = None
+    container_runtime: str | None = None
+    """`docker` or `podman` when the node can run container tasks."""
 
 
 class HeartbeatAnswer(WireModel):
-    """The controller's answer: attempts the node must stop because they are no longer its own."""
+    """The controller's answer: attempts to stop, the pool config when it changed, the lease length."""
 
     stale_attempts: list[str] = Field(default_factory=list)
+    pool_config: PoolConfig | None = None
+    lease_seconds: float = 30.0
+    """How long a running attempt's lease lasts without a heartbeat: past it the agent fences itself."""
+
+
+LIST_QUERY = "list"
+"""File-server query flag (`?list=1`): answer a directory with a `FileListing` instead of bytes."""
+
+RECURSIVE_QUERY = "recursive"
+"""File-server query flag (`?recursive=true`): list or delete the whole tree below a directory."""
+
+
+class FileEntry(WireModel):
+    """One file or directory below the node root, as the file server lists it."""
+
+    path: str
+    """Relative to the node root, `/`-separated."""
+    is_directory: bool
+    size: int
+    modified: datetime
+    created: datetime
+    mode: str
+    """Permission bits as four octal digits, e.g. `0644`."""
+
+
+class FileListing(WireModel):
+    """The answer to a listing: the entries below the directory asked for (not the directory itself)."""
+
+    entries: list[FileEntry] = Field(default_factory=list)
