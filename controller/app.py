@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from starlette.applications import Starlette
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from controller.api import agent, files, jobs, pools, tasks
+from controller.api import agent, applications, files, jobs, pools, tasks
 from controller.api.gate import BatchGate
 from controller.api.responses import error_response
 from controller.context import Context
@@ -22,6 +23,7 @@ from controller.errors import BatchError, NotFound
 from controller.scheduler import Scheduler
 from controller.services.jobs import resume_purges
 from controller.settings import ControllerSettings
+from controller.storage import AutoStorage
 from controller.store.keys import Keys
 from controller.store.redis import connect
 from controller.store.transitions import Transitions
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 JOB = "/jobs/{job_id}"
 TASK = JOB + "/tasks/{task_id}"
+NODE = "/pools/{pool_id}/nodes/{node_id}"
 
 ROUTES = [
     Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
@@ -42,12 +45,17 @@ ROUTES = [
     Route(JOB + "/tasks", tasks.list_tasks, methods=["GET"]),
     Route(JOB + "/addtaskcollection", tasks.add_task_collection, methods=["POST"]),
     Route(TASK, tasks.get_task, methods=["GET"]),
-    Route(TASK + "/files/{file_path:path}", files.task_file, methods=["GET", "HEAD"]),
+    Route(TASK + "/files", files.task_files, methods=["GET"]),
+    Route(TASK + "/files/{file_path:path}", files.task_file, methods=["GET", "HEAD", "DELETE"]),
     Route("/pools", pools.create_pool, methods=["POST"]),
     Route("/pools", pools.list_pools, methods=["GET"]),
     Route("/pools/{pool_id}", pools.get_pool, methods=["GET"]),
     Route("/pools/{pool_id}/nodes", pools.list_nodes, methods=["GET"]),
-    Route("/pools/{pool_id}/nodes/{node_id}", pools.get_node, methods=["GET"]),
+    Route(NODE, pools.get_node, methods=["GET"]),
+    Route(NODE + "/files", files.node_files, methods=["GET"]),
+    Route(NODE + "/files/{file_path:path}", files.node_file, methods=["GET", "HEAD", "DELETE"]),
+    Route("/applications", applications.list_applications, methods=["GET"]),
+    Route("/applications/{application_id}", applications.get_application, methods=["GET"]),
     Route("/agent/v1/attempts/{attempt_id}/claim", agent.claim, methods=["POST"]),
     Route("/agent/v1/attempts/{attempt_id}/report", agent.report, methods=["POST"]),
     Route("/agent/v1/nodes/{node_id}/heartbeat", agent.heartbeat, methods=["POST"]),
@@ -92,6 +100,11 @@ def build_context(settings: ControllerSettings) -> Context:
         transitions=Transitions(redis, keys),
         dispatcher=Dispatcher(make_celery(settings.broker, settings.broker_key_prefix)),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
+        storage=AutoStorage(
+            settings.auto_storage_connection_string,
+            settings.applications_container,
+            timedelta(seconds=settings.sas_lifetime_seconds),
+        ),
     )
 
 

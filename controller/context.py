@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from controller.dispatch import Dispatcher
 from controller.settings import ControllerSettings
+from controller.storage import AutoStorage
 from controller.store.keys import Keys
 from controller.store.transitions import Transitions
 
@@ -23,6 +24,7 @@ class Context:
     transitions: Transitions
     dispatcher: Dispatcher
     http: httpx.AsyncClient
+    storage: AutoStorage
 
     @property
     def endpoint(self) -> str:

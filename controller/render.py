@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from controller.domain.clock import UNLIMITED_DURATION
+from controller.domain.clock import UNLIMITED_DURATION, format_duration, parse_iso
 from nodeagent.messages import redact
 
 Record = dict[str, str]
@@ -88,8 +89,8 @@ def job(record: Record, endpoint: str) -> dict[str, Any]:
     }
 
 
-def task(record: Record, endpoint: str) -> dict[str, Any]:
-    """A task as BatchTask JSON."""
+def task(record: Record, endpoint: str, expand_stats: bool = False) -> dict[str, Any]:
+    """A task as BatchTask JSON (with `stats` when asked for with `$expand=stats`)."""
     spec = _spec(record)
     constraints = {
         "maxWallClockTime": UNLIMITED_DURATION,
@@ -108,7 +109,31 @@ def task(record: Record, endpoint: str) -> dict[str, Any]:
     }
     if record.get("node"):
         out["nodeInfo"] = _node_info(record, endpoint)
+    if expand_stats:
+        out["stats"] = task_stats(record, out["url"])
     return out
+
+
+def task_stats(record: Record, url: str) -> dict[str, Any]:
+    """BatchTaskStatistics over every attempt of the task (peak memory is the highest of them)."""
+    stats = json.loads(record.get("stats") or "{}")
+    gib = 1024.0**3
+    start = record.get("start") or record["created"]
+    wait = (parse_iso(start) - parse_iso(record["created"])).total_seconds()
+    return {
+        "url": f"{url}/stats",
+        "startTime": start,
+        "lastUpdateTime": record["modified"],
+        "userCPUTime": format_duration(timedelta(seconds=stats.get("user_cpu_seconds", 0.0))),
+        "kernelCPUTime": format_duration(timedelta(seconds=stats.get("kernel_cpu_seconds", 0.0))),
+        "wallClockTime": format_duration(timedelta(seconds=stats.get("wall_clock_seconds", 0.0))),
+        "readIOps": stats.get("read_ops", 0),
+        "writeIOps": stats.get("write_ops", 0),
+        "readIOGiB": stats.get("read_bytes", 0) / gib,
+        "writeIOGiB": stats.get("write_bytes", 0) / gib,
+        "waitTime": format_duration(timedelta(seconds=max(wait, 0.0))),
+        "peakMemoryBytes": stats.get("peak_memory_bytes", 0),
+    }
 
 
 def _execution(record: Record) -> dict[str, Any]:
@@ -174,13 +199,13 @@ def pool(record: Record, node_count: int, endpoint: str) -> dict[str, Any]:
     }
 
 
-def node(record: Record, vm_size: str, endpoint: str) -> dict[str, Any]:
+def node(record: Record, pool_spec: dict[str, Any], endpoint: str) -> dict[str, Any]:
     """A compute node as BatchNode JSON."""
     used = int(record.get("used", "0"))
     state = record["state"]
     if state == "idle" and used > 0:
         state = "running"
-    return {
+    out: dict[str, Any] = {
         "id": record["id"],
         "url": node_url(endpoint, record["pool_id"], record["id"]),
         "state": state,
@@ -190,7 +215,7 @@ def node(record: Record, vm_size: str, endpoint: str) -> dict[str, Any]:
         "allocationTime": record["alloc"],
         "ipAddress": record.get("ip", ""),
         "affinityId": f"TVM:{record['id']}",
-        "vmSize": vm_size,
+        "vmSize": pool_spec.get("vmSize", ""),
         "totalTasksRun": int(record.get("total_run", "0")),
         "totalTasksSucceeded": int(record.get("total_ok", "0")),
         "runningTaskSlotsCount": used,
@@ -200,3 +225,22 @@ def node(record: Record, vm_size: str, endpoint: str) -> dict[str, Any]:
             "lastUpdateTime": record.get("boot") or record["alloc"],
         },
     }
+    if pool_spec.get("startTask"):
+        out["startTask"] = json.loads(redact(json.dumps(pool_spec["startTask"])))
+    if record.get("start_task"):
+        out["startTaskInfo"] = start_task_info(json.loads(record["start_task"]))
+    return out
+
+
+def start_task_info(stored: dict[str, Any]) -> dict[str, Any]:
+    """A node's start task report as Azure's startTaskInfo."""
+    info: dict[str, Any] = {
+        "state": stored["state"],
+        "startTime": stored["start_time"],
+        "retryCount": stored.get("retry_count", 0),
+    }
+    optional = {"endTime": "end_time", "exitCode": "exit_code", "result": "result", "lastRetryTime": "last_retry_time"}
+    info.update({name: stored[field] for name, field in optional.items() if stored.get(field) is not None})
+    if stored.get("failure"):
+        info["failureInfo"] = _failure(stored["failure"])
+    return info

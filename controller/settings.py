@@ -33,6 +33,12 @@ class ControllerSettings(BaseSettings):
     """The account's base64 Shared Key; required."""
     node_secret: str = ""
     """Secret shared with node agents for their signed calls; required."""
+    auto_storage_connection_string: str = ""
+    """The account's auto-storage (Azure Storage or Azurite): autoStorageContainerName files and packages."""
+    applications_container: str = "applications"
+    """Auto-storage container holding application packages as `<applicationId>/<version>.zip`."""
+    sas_lifetime_seconds: float = Field(default=6 * 3600, gt=0)
+    """Lifetime of the read SAS URLs handed to nodes for auto-storage files and packages."""
     lease_seconds: float = Field(default=30.0, gt=0)
     """How long an attempt's lease lasts without a heartbeat renewing it."""
     node_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller import render
-from controller.api.common import context, list_options, param
+from controller.api.common import context, list_options, param, query
 from controller.api.responses import created, entity, json_response, listing
 from controller.api.validation import parse_json, parse_model
 from controller.context import Context
@@ -60,17 +60,22 @@ def _add_result(ctx: Context, job_id: str, result: AddResult) -> dict[str, Any]:
     }
 
 
+def _expand_stats(request: Request) -> bool:
+    return "stats" in query(request).get("$expand", "").lower().split(",")
+
+
 async def get_task(request: Request) -> Response:
     """GET /jobs/{jobId}/tasks/{taskId}."""
     ctx = context(request)
     record = await tasks.get_task(ctx, param(request, "job_id"), param(request, "task_id"))
     url = render.task_url(ctx.endpoint, record["job"], record["id"])
-    return entity(render.task(record, ctx.endpoint), record, url, ctx.endpoint, "tasks")
+    body = render.task(record, ctx.endpoint, expand_stats=_expand_stats(request))
+    return entity(body, record, url, ctx.endpoint, "tasks")
 
 
 async def list_tasks(request: Request) -> Response:
     """GET /jobs/{jobId}/tasks."""
     ctx = context(request)
     options = list_options(request)
-    page = await tasks.list_tasks(ctx, param(request, "job_id"), options)
+    page = await tasks.list_tasks(ctx, param(request, "job_id"), options, _expand_stats(request))
     return listing(request, page, options, ctx.endpoint, "tasks")

@@ -34,6 +34,9 @@ def ci_enum(*values: str) -> Callable[[Any], Any]:
 UploadConditionValue = Annotated[str, BeforeValidator(ci_enum("tasksuccess", "taskfailure", "taskcompletion"))]
 AutoUserScope = Annotated[str, BeforeValidator(ci_enum("task", "pool"))]
 ElevationLevel = Annotated[str, BeforeValidator(ci_enum("nonadmin", "admin"))]
+BindSource = Annotated[
+    str, BeforeValidator(ci_enum("Shared", "Startup", "VfsMounts", "Task", "JobPrep", "Applications"))
+]
 ContainerWorkingDirectory = Annotated[str, BeforeValidator(ci_enum("taskWorkingDirectory", "containerImageDefault"))]
 JobAction = Annotated[str, BeforeValidator(ci_enum("none", "disable", "terminate"))]
 DependencyAction = Annotated[str, BeforeValidator(ci_enum("satisfy", "block"))]
@@ -186,14 +189,28 @@ class ApplicationPackageReference(BatchModel):
     version: str | None = None
 
 
-class ContainerSettings(BatchModel):
-    """How to run the task in a container (stored; run by the agent where supported)."""
+class BindMount(BatchModel):
+    """A node directory mounted into a task's container."""
 
-    image_name: str
+    source: BindSource
+    is_read_only: bool | None = None
+
+
+class ContainerSettings(BatchModel):
+    """How to run the task in a container."""
+
+    image_name: str = Field(min_length=1)
     container_run_options: str | None = None
     registry: dict[str, Any] | None = None
     working_directory: ContainerWorkingDirectory | None = None
-    container_host_batch_bind_mounts: list[dict[str, Any]] | None = None
+    container_host_batch_bind_mounts: list[BindMount] | None = None
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> ContainerSettings:
+        sources = [mount.source for mount in self.container_host_batch_bind_mounts or []]
+        if len(sources) != len(set(sources)):
+            raise ValueError("each containerHostBatchBindMounts source may be mounted only once")
+        return self
 
 
 def names_are_unique(items: Iterable[NameValue] | None, what: str) -> None:

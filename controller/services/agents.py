@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Any
 
 from controller.context import Context
-from controller.domain.clock import iso, new_etag, now, parse_duration
+from controller.domain.clock import iso, new_etag, now
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import end_of_attempt
 from controller.errors import Conflict
-from controller.render import Record
+from controller.services import specs
 from controller.services.records import load
 from controller.store.transitions import Heartbeat
-from nodeagent.messages import (
-    AttemptSpec,
-    HeartbeatAnswer,
-    NodeHeartbeat,
-    OutputFileSpec,
-    ReportAnswer,
-    ResourceFileSpec,
-    TaskReport,
-    UserIdentitySpec,
-)
+from nodeagent.messages import AttemptSpec, HeartbeatAnswer, NodeHeartbeat, ReportAnswer, TaskReport, TaskStats
 
 log = logging.getLogger(__name__)
+
+READINESS_STATES = {"ready": "idle"}
+"""How the agent's readiness maps to a node state (the others are node states already)."""
 
 
 def _ms(seconds_from_now: float = 0.0) -> int:
@@ -49,75 +41,21 @@ async def claim(ctx: Context, attempt_id: str, node_id: str) -> AttemptSpec:
     job = await load(ctx.redis, ctx.keys.job(key_of(task["job"]))) if task else None
     if task is None or job is None:
         raise stale("the task is gone")
-    return attempt_spec(ctx, attempt_id, node_id, job, task)
+    pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
+    return await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pool)
 
 
-def _environment(job_spec: dict[str, Any], task_spec: dict[str, Any]) -> dict[str, str]:
-    merged: dict[str, str] = {}
-    for setting in job_spec.get("commonEnvironmentSettings", []) + task_spec.get("environmentSettings", []):
-        merged[setting["name"]] = setting.get("value") or ""
-    return merged
-
-
-def _output_file(item: dict[str, Any]) -> OutputFileSpec:
-    container = item["destination"]["container"]
-    return OutputFileSpec(
-        file_pattern=item["filePattern"],
-        container_url=container["containerUrl"],
-        path=container.get("path"),
-        upload_headers=container.get("uploadHeaders", []),
-        upload_condition=item["uploadOptions"]["uploadCondition"],
+def accumulated_stats(previous: str, report: TaskReport) -> str:
+    """The task's statistics over all its attempts, with this report's added (JSON)."""
+    total = TaskStats.model_validate_json(previous) if previous else TaskStats()
+    current = report.stats or TaskStats(
+        user_cpu_seconds=report.user_cpu_seconds,
+        kernel_cpu_seconds=report.kernel_cpu_seconds,
+        wall_clock_seconds=report.wall_clock_seconds,
     )
-
-
-def _resource_file(item: dict[str, Any]) -> ResourceFileSpec:
-    return ResourceFileSpec(
-        http_url=item.get("httpUrl"),
-        storage_container_url=item.get("storageContainerUrl"),
-        auto_storage_container_name=item.get("autoStorageContainerName"),
-        blob_prefix=item.get("blobPrefix"),
-        file_path=item.get("filePath"),
-        file_mode=item.get("fileMode"),
-    )
-
-
-def _identity(spec: dict[str, Any]) -> UserIdentitySpec:
-    identity = spec.get("userIdentity") or {}
-    auto = identity.get("autoUser") or {}
-    return UserIdentitySpec(
-        username=identity.get("username"),
-        auto_user_scope=auto.get("scope") or "pool",
-        elevation_level=auto.get("elevationLevel") or "nonadmin",
-    )
-
-
-def _seconds(duration: str | None) -> float | None:
-    delta = parse_duration(duration) if duration else None
-    return delta.total_seconds() if delta is not None else None
-
-
-def attempt_spec(ctx: Context, attempt_id: str, node_id: str, job: Record, task: Record) -> AttemptSpec:
-    """Everything the agent needs to run the attempt, from the stored job and task."""
-    job_spec, task_spec = json.loads(job["spec"]), json.loads(task["spec"])
-    constraints = task_spec.get("constraints") or {}
-    return AttemptSpec(
-        attempt_id=attempt_id,
-        job_id=job["id"],
-        task_id=task["id"],
-        pool_id=job["pool_id"],
-        node_id=node_id,
-        account_name=ctx.settings.account_name,
-        account_url=ctx.endpoint + "/",
-        command_line=task_spec["commandLine"],
-        environment=_environment(job_spec, task_spec),
-        resource_files=[_resource_file(item) for item in task_spec.get("resourceFiles", [])],
-        output_files=[_output_file(item) for item in task_spec.get("outputFiles", [])],
-        user_identity=_identity(task_spec),
-        max_wall_clock_seconds=_seconds(constraints.get("maxWallClockTime")),
-        retention_seconds=_seconds(constraints.get("retentionTime")),
-        required_slots=int(task.get("slots", "1")),
-        retry_count=int(task.get("retries", "0")),
-    )
+    summed = {name: getattr(total, name) + getattr(current, name) for name in TaskStats.model_fields}
+    summed["peak_memory_bytes"] = max(total.peak_memory_bytes, current.peak_memory_bytes)
+    return TaskStats.model_validate(summed).model_dump_json()
 
 
 async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswer:
@@ -128,14 +66,9 @@ async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswe
         raise stale("unknown attempt")
     stamp = iso(now())
     decision = end_of_attempt(body, int(task.get("retries", "0")), int(task.get("max_retries", "0")), stamp)
+    fields = {**decision.fields, "etag": new_etag(), "stats": accumulated_stats(task.get("stats", ""), body)}
     ok, detail = await ctx.transitions.finish(
-        attempt_id,
-        body.node_id,
-        decision.mode,
-        decision.result,
-        stamp,
-        new_etag(),
-        {**decision.fields, "etag": new_etag()},
+        attempt_id, body.node_id, decision.mode, decision.result, stamp, new_etag(), fields
     )
     if not ok:
         log.warning("report of attempt %s from node %s refused: %s", attempt_id, body.node_id, detail)
@@ -145,9 +78,9 @@ async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswe
     return ReportAnswer(accepted=True)
 
 
-async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> HeartbeatAnswer:
-    """Register or refresh a node and renew its leases; answers the attempts it must stop."""
-    beat = Heartbeat(
+def _heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbeat:
+    start_task = body.start_task.model_dump_json(exclude_none=True) if body.start_task else ""
+    return Heartbeat(
         node_id=node_id,
         pool_key=key_of(body.pool_id),
         pool_id=body.pool_id,
@@ -157,8 +90,25 @@ async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbea
         version=body.agent_version,
         boot=iso(body.boot_time) if body.boot_time else "",
         attempt_keys=[ctx.keys.attempt(attempt) for attempt in body.running_attempts],
+        state=READINESS_STATES.get(body.readiness, body.readiness),
+        start_task=start_task,
+        runtime=body.container_runtime or "",
+        config_version=body.pool_config_version,
     )
+
+
+async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> HeartbeatAnswer:
+    """Register or refresh a node, renew its leases, and send its pool's config when the node's is out of date."""
+    beat = _heartbeat(ctx, node_id, body)
     stale_keys = await ctx.transitions.heartbeat(beat, iso(now()), _ms(), _ms(ctx.settings.lease_seconds), new_etag())
     if stale_keys:
         log.info("node %s told to stop %d stale attempts", node_id, len(stale_keys))
-    return HeartbeatAnswer(stale_attempts=[ctx.keys.attempt_id_of(key) for key in stale_keys])
+    pool = await load(ctx.redis, ctx.keys.pool(beat.pool_key))
+    config = None
+    if pool is not None and pool["etag"] != body.pool_config_version:
+        config = await specs.pool_config(ctx, pool)
+    return HeartbeatAnswer(
+        stale_attempts=[ctx.keys.attempt_id_of(key) for key in stale_keys],
+        pool_config=config,
+        lease_seconds=ctx.settings.lease_seconds,
+    )

@@ -1,28 +1,37 @@
-"""Task files, served from the node that ran the task through its signed file server."""
+"""Task and node files, served from the node through its signed file server."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from controller.api.odata import ListOptions, project
 from controller.context import Context
-from controller.domain.clock import http_date, now
+from controller.domain.clock import http_date, iso, now
 from controller.errors import BadRequest, Conflict, InvalidRange, NotFound
-from controller.render import task_url
-from controller.services.records import load
+from controller.render import Record, node_url, task_url
+from controller.services.pools import get_pool
+from controller.services.records import Page, load
 from controller.services.tasks import get_task
 from nodeagent.messages import (
     CREATION_TIME_HEADER,
     DATE_HEADER,
     FILE_MODE_HEADER,
     FILE_SERVER_PREFIX,
+    LIST_QUERY,
+    RECURSIVE_QUERY,
     SIGNATURE_HEADER,
+    FileEntry,
+    FileListing,
     node_signature,
 )
+
+IS_DIRECTORY_HEADER = "x-batchyard-is-directory"
 
 
 @dataclass
@@ -42,76 +51,147 @@ class FileStream:
             await self.response.aclose()
 
 
-def task_file_path(job_id: str, task_id: str, file_path: str) -> str:
-    """The node-root-relative path of a file in a task's directory; 400 for paths that leave it."""
+@dataclass(frozen=True)
+class Location:
+    """Where a file API path lives: the node, the directory under the node root, and the public URL base."""
+
+    node_id: str
+    base: str
+    public: str
+
+
+def relative(file_path: str) -> str:
+    """A file API path checked to stay below its base; 400 otherwise."""
     path = PurePosixPath(file_path)
-    if not file_path or path.is_absolute() or ".." in path.parts:
-        raise BadRequest("The file path must be relative to the task directory", code="InvalidUri")
-    return f"workitems/{job_id}/job-1/{task_id}/{path}"
+    if path.is_absolute() or ".." in path.parts:
+        raise BadRequest("The file path must be relative and must not contain '..'", code="InvalidUri")
+    return str(path) if file_path else ""
 
 
-def file_not_found(file_path: str) -> NotFound:
-    """404 FileNotFound."""
-    return NotFound(f"The specified file does not exist: {file_path}", code="FileNotFound")
-
-
-async def open_task_file(
-    ctx: Context, job_id: str, task_id: str, file_path: str, method: str, byte_range: str
-) -> FileStream:
-    """Open a task file on its node; GET streams it, HEAD returns its properties only."""
+async def task_location(ctx: Context, job_id: str, task_id: str) -> Location:
+    """The node and directory holding a task's files; 404 FileNotFound before the task ever ran."""
     task = await get_task(ctx, job_id, task_id)
-    relative = task_file_path(task["job"], task["id"], file_path)
     if not task.get("node"):
-        raise file_not_found(file_path)
-    node = await load(ctx.redis, ctx.keys.node(task["node"]))
+        raise NotFound(f"The task has not run on a node yet: {task_id}", code="FileNotFound")
+    base = f"workitems/{task['job']}/job-1/{task['id']}"
+    return Location(task["node"], base, f"{task_url(ctx.endpoint, task['job'], task['id'])}/files")
+
+
+async def node_location(ctx: Context, pool_id: str, node_id: str) -> Location:
+    """The node root of a pool's node; 404 PoolNotFound / NodeNotFound."""
+    pool = await get_pool(ctx, pool_id)
+    node = await load(ctx.redis, ctx.keys.node(node_id))
+    if node is None or node.get("pool") != pool["key"]:
+        raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
+    return Location(node_id, "", f"{node_url(ctx.endpoint, pool['id'], node_id)}/files")
+
+
+def _joined(location: Location, file_path: str) -> str:
+    path = relative(file_path)
+    return "/".join(part for part in (location.base, path) if part)
+
+
+async def _send(
+    ctx: Context, location: Location, method: str, path: str, query: str = "", extra: dict[str, str] | None = None
+) -> httpx.Response:
+    node: Record | None = await load(ctx.redis, ctx.keys.node(location.node_id))
     if node is None or not node.get("file_url"):
-        raise Conflict("The node that ran the task is not available", code="TaskFilesUnavailable")
-    url_path = f"{FILE_SERVER_PREFIX}/{quote(relative)}"
-    request = ctx.http.build_request(
-        method, node["file_url"].rstrip("/") + url_path, headers=_signed(ctx, method, url_path, byte_range)
-    )
-    try:
-        response = await ctx.http.send(request, stream=True)
-    except httpx.HTTPError:
-        raise Conflict("The node that ran the task did not answer", code="TaskFilesUnavailable") from None
-    await _raise_for_status(response, file_path)
-    public_url = f"{task_url(ctx.endpoint, task['job'], task['id'])}/files/{quote(file_path, safe='')}"
-    return FileStream(response.status_code, _file_headers(response, public_url), response)
-
-
-def _signed(ctx: Context, method: str, path: str, byte_range: str) -> dict[str, str]:
+        raise Conflict("The node is not available", code="TaskFilesUnavailable")
+    url_path = f"{FILE_SERVER_PREFIX}/{quote(path)}"
     date = http_date(now())
-    headers = {DATE_HEADER: date, SIGNATURE_HEADER: node_signature(ctx.settings.node_secret, method, path, date, b"")}
-    if byte_range:
-        headers["range"] = byte_range
-    return headers
+    headers = {
+        DATE_HEADER: date,
+        SIGNATURE_HEADER: node_signature(ctx.settings.node_secret, method, url_path, date, b""),
+    }
+    target = node["file_url"].rstrip("/") + url_path + (f"?{query}" if query else "")
+    request = ctx.http.build_request(method, target, headers={**headers, **(extra or {})})
+    try:
+        return await ctx.http.send(request, stream=True)
+    except httpx.HTTPError:
+        raise Conflict("The node did not answer", code="TaskFilesUnavailable") from None
 
 
 async def _raise_for_status(response: httpx.Response, file_path: str) -> None:
     if response.status_code < 300:
         return
     await response.aclose()
-    if response.status_code == 404:
-        raise file_not_found(file_path)
-    if response.status_code == 416:
-        raise InvalidRange("The requested range cannot be satisfied")
-    if response.status_code == 400:
-        raise BadRequest("The file path is not valid", code="InvalidUri")
-    raise Conflict("The node could not serve the file", code="TaskFilesUnavailable")
+    errors = {
+        404: NotFound(f"The specified file does not exist: {file_path}", code="FileNotFound"),
+        416: InvalidRange("The requested range cannot be satisfied"),
+        400: BadRequest("The file path is not valid", code="InvalidUri"),
+        409: Conflict("The directory is not empty; delete it recursively", code="OperationInvalidForCurrentState"),
+    }
+    raise errors.get(response.status_code, Conflict("The node could not serve the file", code="TaskFilesUnavailable"))
+
+
+async def open_file(ctx: Context, location: Location, file_path: str, method: str, byte_range: str) -> FileStream:
+    """Open a file on its node; GET streams it, HEAD returns its properties only."""
+    extra = {"range": byte_range} if byte_range else None
+    response = await _send(ctx, location, method, _joined(location, file_path), extra=extra)
+    await _raise_for_status(response, file_path)
+    return FileStream(
+        response.status_code, _file_headers(response, f"{location.public}/{quote(file_path, safe='')}"), response
+    )
 
 
 def _file_headers(response: httpx.Response, public_url: str) -> dict[str, str]:
     source = response.headers
-    is_directory = source.get("x-batchyard-is-directory", "false")
     headers = {
         "content-type": "application/octet-stream",
         "content-length": source.get("content-length", "0"),
         "last-modified": source.get("last-modified", ""),
         "ocp-creation-time": source.get(CREATION_TIME_HEADER, source.get("last-modified", "")),
-        "ocp-batch-file-isdirectory": is_directory,
+        "ocp-batch-file-isdirectory": source.get(IS_DIRECTORY_HEADER, "false"),
         "ocp-batch-file-url": public_url,
         "ocp-batch-file-mode": source.get(FILE_MODE_HEADER, ""),
     }
     if "content-range" in source:
         headers["content-range"] = source["content-range"]
     return {name: value for name, value in headers.items() if value}
+
+
+async def delete_file(ctx: Context, location: Location, file_path: str, recursive: bool) -> None:
+    """Delete a file, or a directory with `recursive`."""
+    if not relative(file_path):
+        raise BadRequest("The root directory cannot be deleted", code="InvalidUri")
+    query = f"{RECURSIVE_QUERY}=true" if recursive else ""
+    response = await _send(ctx, location, "DELETE", _joined(location, file_path), query)
+    await _raise_for_status(response, file_path)
+    await response.aclose()
+
+
+async def list_files(ctx: Context, location: Location, recursive: bool, options: ListOptions) -> Page:
+    """A page of the files below a location, as BatchNodeFile JSON, in name order."""
+    query = f"{LIST_QUERY}=1" + (f"&{RECURSIVE_QUERY}=true" if recursive else "")
+    response = await _send(ctx, location, "GET", location.base, query)
+    await _raise_for_status(response, location.base or "/")
+    listing = FileListing.model_validate_json(await response.aread())
+    await response.aclose()
+    items = sorted((_node_file(entry, location) for entry in listing.entries), key=lambda item: str(item["name"]))
+    return _page_of(items, options)
+
+
+def _node_file(entry: FileEntry, location: Location) -> dict[str, Any]:
+    name = entry.path.removeprefix(location.base).lstrip("/") if location.base else entry.path
+    properties: dict[str, Any] = {
+        "creationTime": iso(entry.created),
+        "lastModified": iso(entry.modified),
+        "contentLength": 0 if entry.is_directory else entry.size,
+        "fileMode": entry.mode,
+    }
+    if not entry.is_directory:
+        properties["contentType"] = "application/octet-stream"
+    return {
+        "name": name,
+        "url": f"{location.public}/{quote(name, safe='')}",
+        "isDirectory": entry.is_directory,
+        "properties": properties,
+    }
+
+
+def _page_of(items: list[dict[str, Any]], options: ListOptions) -> Page:
+    after = [item for item in items if not options.skip_token or str(item["name"]) > options.skip_token]
+    chosen = [item for item in after if options.predicate is None or options.predicate(item)]
+    page = chosen[: options.max_results]
+    more = len(chosen) > options.max_results
+    return Page([project(item, options.select) for item in page], str(page[-1]["name"]) if more else "")

@@ -47,19 +47,20 @@ async def list_pools(ctx: Context, options: ListOptions) -> Page:
     return await page(ctx.redis, ctx.keys.pools(), ctx.keys.pool, lambda record: render_pool(ctx, record), options)
 
 
-def _vm_size(pool: Record) -> str:
-    return str(json.loads(pool["spec"]).get("vmSize", ""))
+def _spec(pool: Record) -> dict[str, Any]:
+    spec: dict[str, Any] = json.loads(pool["spec"])
+    return spec
 
 
 async def list_nodes(ctx: Context, pool_id: str, options: ListOptions) -> Page:
     """A page of a pool's nodes in id order."""
     pool = await get_pool(ctx, pool_id)
-    size = _vm_size(pool)
+    spec = _spec(pool)
     return await page(
         ctx.redis,
         ctx.keys.pool_nodes(pool["key"]),
         ctx.keys.node,
-        lambda r: render.node(r, size, ctx.endpoint),
+        lambda r: render.node(r, spec, ctx.endpoint),
         options,
     )
 
@@ -70,4 +71,4 @@ async def get_node(ctx: Context, pool_id: str, node_id: str) -> dict[str, Any]:
     record = await load(ctx.redis, ctx.keys.node(node_id))
     if record is None or record.get("pool") != pool["key"]:
         raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
-    return render.node(record, _vm_size(pool), ctx.endpoint)
+    return render.node(record, _spec(pool), ctx.endpoint)

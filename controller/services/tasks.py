@@ -14,11 +14,13 @@ from controller.api.validation import error_from_validation
 from controller.context import Context
 from controller.domain.clock import iso, now
 from controller.domain.ids import key_of
-from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound
+from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, invalid_property
 from controller.render import Record
 from controller.schemas.tasks import TaskCreate
+from controller.services.applications import catalogue, resolve
 from controller.services.jobs import get_job, job_not_found
-from controller.services.records import Page, load_or_404, new_record, page
+from controller.services.records import Page, load, load_or_404, new_record, page
+from controller.storage import PackageVersion
 
 MAX_COLLECTION = 100
 RESERVED_IDS = (
@@ -57,6 +59,18 @@ def _task_fields(job: Record, body: TaskCreate, stamp: str) -> dict[str, str]:
     }
 
 
+def _check_container(pool: Record | None, body: TaskCreate) -> BatchError | None:
+    """containerSettings must be given exactly when the (existing) pool runs containers."""
+    if pool is None:
+        return None
+    vm = json.loads(pool["spec"]).get("virtualMachineConfiguration") or {}
+    runs_containers = bool(vm.get("containerConfiguration"))
+    if runs_containers == (body.container_settings is not None):
+        return None
+    reason = "is required on a pool with containerConfiguration" if runs_containers else "needs a container pool"
+    return invalid_property("containerSettings", f"containerSettings {reason}")
+
+
 def _check_dependencies(job_spec: dict[str, Any], body: TaskCreate) -> BatchError | None:
     if body.depends_on is not None and not job_spec.get("usesTaskDependencies"):
         return BatchError(
@@ -66,15 +80,33 @@ def _check_dependencies(job_spec: dict[str, Any], body: TaskCreate) -> BatchErro
     return None
 
 
+def _check_packages(known: dict[str, list[PackageVersion]], body: TaskCreate) -> BatchError | None:
+    """409 InvalidApplicationPackageReferences when a referenced package version is not uploaded."""
+    references = [reference.wire() for reference in body.application_package_references or []]
+    _, missing = resolve(references, known)
+    if not missing:
+        return None
+    message = f"The application package references are not valid: {', '.join(missing)}"
+    return Conflict(message, code="InvalidApplicationPackageReferences")
+
+
 async def add_tasks(ctx: Context, job_id: str, bodies: list[TaskCreate]) -> list[AddResult]:
     """Add validated tasks to a job atomically per task; results in request order."""
     job = await get_job(ctx, job_id)
     job_spec = json.loads(job["spec"])
+    pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
+    uses_packages = any(body.application_package_references for body in bodies)
+    known = await catalogue(ctx) if uses_packages else {}
     stamp = iso(now())
     results: dict[int, AddResult] = {}
     accepted: list[tuple[int, TaskCreate, dict[str, str]]] = []
     for index, body in enumerate(bodies):
-        error = _reserved_id_error(job_spec, body.id) or _check_dependencies(job_spec, body)
+        error = (
+            _reserved_id_error(job_spec, body.id)
+            or _check_dependencies(job_spec, body)
+            or _check_container(pool, body)
+            or _check_packages(known, body)
+        )
         if error is not None:
             results[index] = AddResult(body.id, error=error)
         else:
@@ -146,13 +178,13 @@ async def get_task(ctx: Context, job_id: str, task_id: str) -> Record:
     return await load_or_404(ctx.redis, key, "TaskNotFound", f"The specified task does not exist: {task_id}")
 
 
-async def list_tasks(ctx: Context, job_id: str, options: ListOptions) -> Page:
+async def list_tasks(ctx: Context, job_id: str, options: ListOptions, expand_stats: bool = False) -> Page:
     """A page of a job's tasks in id order."""
     job = await get_job(ctx, job_id)
     return await page(
         ctx.redis,
         ctx.keys.job_tasks(job["key"]),
         lambda member: ctx.keys.task(job["key"], member),
-        lambda record: render.task(record, ctx.endpoint),
+        lambda record: render.task(record, ctx.endpoint, expand_stats),
         options,
     )

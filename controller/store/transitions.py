@@ -48,6 +48,10 @@ class Heartbeat:
     version: str
     boot: str
     attempt_keys: Sequence[str]
+    state: str = "idle"
+    start_task: str = ""
+    runtime: str = ""
+    config_version: str = ""
 
 
 class Transitions:
@@ -124,7 +128,8 @@ class Transitions:
         k = self.keys
         keys = [k.node(beat.node_id), k.pool_nodes(beat.pool_key), k.leases()]
         args: list[Any] = [beat.node_id, beat.pool_key, beat.pool_id, now, now_ms, lease_expiry_ms, beat.slots]
-        args += [beat.file_url, beat.ip, beat.version, beat.boot, etag, *beat.attempt_keys]
+        args += [beat.file_url, beat.ip, beat.version, beat.boot, etag, beat.state, beat.start_task, beat.runtime]
+        args += [beat.config_version, *beat.attempt_keys]
         return cast(list[str], await self._run("heartbeat", keys, args))
 
     async def end_job(

@@ -1,0 +1,191 @@
+"""What a node needs, built from stored records: an attempt's spec and its pool's config."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from controller.context import Context
+from controller.domain.clock import parse_duration
+from controller.render import Record
+from controller.services.applications import package_specs
+from nodeagent.messages import (
+    AttemptSpec,
+    BindMountSpec,
+    ContainerSpec,
+    OutputFileSpec,
+    PoolConfig,
+    ResourceFileSpec,
+    StartTaskSpec,
+    UserAccountSpec,
+    UserIdentitySpec,
+)
+
+DEFAULT_PREPARATION_ID = "jobpreparation"
+
+
+def environment(*sources: list[dict[str, Any]] | None) -> dict[str, str]:
+    """Environment settings merged in order; a later source wins for the same name."""
+    merged: dict[str, str] = {}
+    for settings in sources:
+        for setting in settings or []:
+            merged[setting["name"]] = setting.get("value") or ""
+    return merged
+
+
+def output_file(item: dict[str, Any]) -> OutputFileSpec:
+    """An outputFiles entry for the node."""
+    container = item["destination"]["container"]
+    return OutputFileSpec(
+        file_pattern=item["filePattern"],
+        container_url=container["containerUrl"],
+        path=container.get("path"),
+        upload_headers=container.get("uploadHeaders", []),
+        upload_condition=item["uploadOptions"]["uploadCondition"],
+    )
+
+
+def resource_file(ctx: Context, item: dict[str, Any]) -> ResourceFileSpec:
+    """A resourceFiles entry for the node; an auto-storage container becomes a read SAS URL."""
+    container_url = item.get("storageContainerUrl")
+    if item.get("autoStorageContainerName"):
+        container_url = ctx.storage.container_read_url(item["autoStorageContainerName"])
+    return ResourceFileSpec(
+        http_url=item.get("httpUrl"),
+        storage_container_url=container_url,
+        blob_prefix=item.get("blobPrefix"),
+        file_path=item.get("filePath"),
+        file_mode=item.get("fileMode"),
+    )
+
+
+def identity(spec: dict[str, Any]) -> UserIdentitySpec:
+    """The userIdentity for the node (Azure's default: the pool's non-admin auto user)."""
+    given = spec.get("userIdentity") or {}
+    auto = given.get("autoUser") or {}
+    return UserIdentitySpec(
+        username=given.get("username"),
+        auto_user_scope=auto.get("scope") or "pool",
+        elevation_level=auto.get("elevationLevel") or "nonadmin",
+    )
+
+
+def user_accounts(pool_spec: dict[str, Any]) -> list[UserAccountSpec]:
+    """The pool's named user accounts."""
+    accounts = []
+    for account in pool_spec.get("userAccounts") or []:
+        linux = account.get("linuxUserConfiguration") or {}
+        accounts.append(
+            UserAccountSpec(
+                name=account["name"],
+                password=account.get("password", ""),
+                elevation_level=(account.get("elevationLevel") or "nonadmin").lower(),
+                uid=linux.get("uid"),
+                gid=linux.get("gid"),
+                ssh_private_key=linux.get("sshPrivateKey"),
+            )
+        )
+    return accounts
+
+
+def account_for(identity_spec: UserIdentitySpec, pool_spec: dict[str, Any]) -> UserAccountSpec | None:
+    """The pool account a named identity refers to, if the pool defines it."""
+    if not identity_spec.username:
+        return None
+    wanted = identity_spec.username.lower()
+    return next((account for account in user_accounts(pool_spec) if account.name.lower() == wanted), None)
+
+
+def container(settings: dict[str, Any] | None) -> ContainerSpec | None:
+    """containerSettings for the node."""
+    if not settings:
+        return None
+    registry = settings.get("registry") or {}
+    mounts = settings.get("containerHostBatchBindMounts")
+    return ContainerSpec(
+        image_name=settings["imageName"],
+        run_options=settings.get("containerRunOptions") or "",
+        registry_server=registry.get("registryServer"),
+        registry_username=registry.get("username"),
+        registry_password=registry.get("password"),
+        working_directory=settings.get("workingDirectory") or "taskWorkingDirectory",
+        bind_mounts=None
+        if mounts is None
+        else [BindMountSpec(source=m["source"], read_only=bool(m.get("isReadOnly"))) for m in mounts],
+    )
+
+
+def seconds(duration: str | None) -> float | None:
+    """An ISO-8601 duration in seconds; None when absent."""
+    delta = parse_duration(duration) if duration else None
+    return delta.total_seconds() if delta is not None else None
+
+
+def preparation_id(job_spec: dict[str, Any]) -> str | None:
+    """The id of the job's preparation task, when it has one."""
+    preparation = job_spec.get("jobPreparationTask")
+    return None if preparation is None else preparation.get("id") or DEFAULT_PREPARATION_ID
+
+
+async def attempt_spec(
+    ctx: Context, attempt_id: str, node_id: str, job: Record, task: Record, pool: Record | None
+) -> AttemptSpec:
+    """Everything the agent needs to run the attempt, from the stored job, task and pool."""
+    job_spec, task_spec = json.loads(job["spec"]), json.loads(task["spec"])
+    pool_spec = json.loads(pool["spec"]) if pool else {}
+    constraints = task_spec.get("constraints") or {}
+    user = identity(task_spec)
+    return AttemptSpec(
+        attempt_id=attempt_id,
+        job_id=job["id"],
+        task_id=task["id"],
+        pool_id=job["pool_id"],
+        node_id=node_id,
+        account_name=ctx.settings.account_name,
+        account_url=ctx.endpoint + "/",
+        command_line=task_spec["commandLine"],
+        environment=environment(job_spec.get("commonEnvironmentSettings"), task_spec.get("environmentSettings")),
+        resource_files=[resource_file(ctx, item) for item in task_spec.get("resourceFiles", [])],
+        output_files=[output_file(item) for item in task_spec.get("outputFiles", [])],
+        user_identity=user,
+        user_account=account_for(user, pool_spec),
+        max_wall_clock_seconds=seconds(constraints.get("maxWallClockTime")),
+        retention_seconds=seconds(constraints.get("retentionTime")),
+        required_slots=int(task.get("slots", "1")),
+        retry_count=int(task.get("retries", "0")),
+        application_packages=await package_specs(ctx, task_spec.get("applicationPackageReferences")),
+        container=container(task_spec.get("containerSettings")),
+        job_preparation_task_id=preparation_id(job_spec),
+    )
+
+
+def start_task(ctx: Context, pool_spec: dict[str, Any]) -> StartTaskSpec | None:
+    """The pool's start task for its nodes."""
+    spec = pool_spec.get("startTask")
+    if not spec:
+        return None
+    user = identity(spec)
+    return StartTaskSpec(
+        command_line=spec["commandLine"],
+        environment=environment(spec.get("environmentSettings")),
+        resource_files=[resource_file(ctx, item) for item in spec.get("resourceFiles", [])],
+        user_identity=user,
+        user_account=account_for(user, pool_spec),
+        max_task_retry_count=int(spec.get("maxTaskRetryCount") or 0),
+        wait_for_success=spec.get("waitForSuccess", True) is not False,
+        container=container(spec.get("containerSettings")),
+    )
+
+
+async def pool_config(ctx: Context, pool: Record) -> PoolConfig:
+    """What every node of the pool applies; versioned by the pool's ETag."""
+    pool_spec = json.loads(pool["spec"])
+    return PoolConfig(
+        pool_id=pool["id"],
+        version=pool["etag"],
+        account_name=ctx.settings.account_name,
+        account_url=ctx.endpoint + "/",
+        user_accounts=user_accounts(pool_spec),
+        start_task=start_task(ctx, pool_spec),
+        application_packages=await package_specs(ctx, pool_spec.get("applicationPackageReferences")),
+    )
