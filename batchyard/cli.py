@@ -1,9 +1,11 @@
-"""The `batchyard` command: `up`, `controller` and `agent`."""
+"""The `batchyard` command: `up`, `controller`, `agent` and `package add`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from pathlib import Path
 
 DESCRIPTION = "Batchyard: a self-hosted batch service that speaks the Azure Batch data-plane REST API."
@@ -28,7 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     agent = commands.add_parser("agent", help="run a node agent, configured by NODEAGENT_* variables and flags")
     for flag in AGENT_FLAGS:
         agent.add_argument(flag, help="passed to the node agent")
+    _add_package_parser(commands)
     return parser
+
+
+def _add_package_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`batchyard package add APP VERSION ZIP [--default]`."""
+    package = commands.add_parser("package", help="application packages in the account's auto-storage")
+    actions = package.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="upload a zip as a version of an application")
+    add.add_argument("application_id")
+    add.add_argument("version")
+    add.add_argument("archive", type=Path, help="the package, a .zip file")
+    add.add_argument("--default", action="store_true", help="make this the application's default version")
+    add.add_argument(
+        "--connection-string",
+        default=os.environ.get("AZURE_STORAGE_CONNECTION_STRING", ""),
+        help="auto-storage connection string (default: $AZURE_STORAGE_CONNECTION_STRING, as `up` writes it)",
+    )
 
 
 def _positive(text: str) -> int:
@@ -78,11 +97,29 @@ def run_agent(args: argparse.Namespace) -> int:
     return agent_main(agent_argv(args))
 
 
+def run_package(args: argparse.Namespace) -> int:
+    """`batchyard package add`."""
+    from batchyard.packages import PackageError, upload
+
+    if not args.connection_string:
+        print("batchyard: no connection string; source <data-dir>/env or pass --connection-string", file=sys.stderr)
+        return 2
+    try:
+        name = upload(args.connection_string, args.application_id, args.version, args.archive, args.default)
+    except (PackageError, OSError) as error:
+        print(f"batchyard: {error}", file=sys.stderr)
+        return 2
+    print(f"uploaded {name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the subcommand; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "controller":
         return run_controller()
+    if args.command == "package":
+        return run_package(args)
     if args.command == "agent":
         return run_agent(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s batchyard %(levelname)s %(message)s")
