@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,43 @@ POOL_ID = "local"
 BROKER_KEY_PREFIX = "batchyard:"
 """Broker key prefix given to the controller and the agents alike, so they always agree."""
 
+SHARED_NODES_BASE = Path("/var/lib/batchyard/nodes")
+"""Where a root-run stack keeps node roots when its data directory is private (e.g. under /root)."""
+
+
+def reachable_by_others(directory: Path) -> bool:
+    """True when every directory from `/` down to `directory` is searchable by other users."""
+    return all(path.stat().st_mode & stat.S_IXOTH for path in (directory, *directory.parents) if path.exists())
+
 
 @dataclass(frozen=True)
 class Layout:
     """Where a local stack keeps its state under the data directory."""
 
     data_dir: Path
+
+    @property
+    def stack_id(self) -> str:
+        """A short id of this stack, from its data directory."""
+        return hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:6]
+
+    @property
+    def user_prefix(self) -> str:
+        """Prefix of the OS accounts this stack's agents create, so `up` can remove exactly those."""
+        return f"by{self.stack_id}"
+
+    @property
+    def nodes_dir(self) -> Path:
+        """Parent of the agents' root directories.
+
+        Tasks run as their own OS users when the agents run as root, and those users must
+        reach their task directories; a data directory they cannot traverse (root's home
+        is private) keeps its node roots under a shared base instead.
+        """
+        private = self.data_dir / "nodes"
+        if os.geteuid() != 0 or reachable_by_others(self.data_dir):
+            return private
+        return SHARED_NODES_BASE / self.stack_id
 
     @property
     def redis_dir(self) -> Path:
@@ -42,7 +75,7 @@ class Layout:
 
     def node_root(self, node_id: str) -> Path:
         """An agent's root directory."""
-        return self.data_dir / "nodes" / node_id
+        return self.nodes_dir / node_id
 
     def log(self, name: str) -> Path:
         """The log file of the child called `name`."""
@@ -130,6 +163,7 @@ def agent_env(agent: AgentSpec, layout: Layout, controller_port: int, redis_port
         "NODEAGENT_FILE_SERVER_HOST": LOOPBACK,
         "NODEAGENT_FILE_SERVER_PORT": str(agent.file_server_port),
         "NODEAGENT_ADVERTISE_HOST": LOOPBACK,
+        "NODEAGENT_USER_PREFIX": layout.user_prefix,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import pwd
 import signal
 import sys
 import time
@@ -136,10 +137,23 @@ class Stack:
                 raise StartupFailed(child, f"exited unexpectedly with code {child.process.returncode}")
 
     def stop(self) -> None:
-        """Stop everything, agents first, then the services in reverse start order."""
+        """Stop everything, agents first, then the services in reverse start order, then remove task accounts."""
         procs.stop_all(self.agents, AGENT_GRACE_SECONDS)
         for child in reversed(self.services):
             procs.stop_all([child], SERVICE_GRACE_SECONDS)
+        remove_accounts(self.layout.user_prefix)
+
+
+def remove_accounts(prefix: str) -> None:
+    """Remove the OS accounts this stack's agents created (only when running as root, where they create any)."""
+    if os.geteuid() != 0:
+        return
+    from nodeagent.users import Accounts, is_ours
+
+    accounts = Accounts.detect()
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix) and is_ours(entry):
+            accounts.remove(entry.pw_name)
 
 
 def check_ports(options: UpOptions) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -20,6 +21,7 @@ import httpx
 
 from batchyard.client import BatchClient
 from batchyard.envfile import ENV_FILE_NAME, parse
+from batchyard.services import SHARED_NODES_BASE, Layout
 
 COLLECTION = 100
 
@@ -53,6 +55,13 @@ def start_stack(data_dir: Path, agents: int, slots: int) -> tuple[subprocess.Pop
         time.sleep(0.2)
     child.kill()
     raise SystemExit(f"batchyard up did not start; see {data_dir.parent / 'up.log'}")
+
+
+def remove_shared_node_roots(data_dir: Path) -> None:
+    """Delete the node roots a root-run stack kept outside its temporary data directory."""
+    nodes_dir = Layout(data_dir).nodes_dir
+    if nodes_dir.is_relative_to(SHARED_NODES_BASE):
+        shutil.rmtree(nodes_dir, ignore_errors=True)
 
 
 def wait_for_nodes(client: BatchClient, count: int) -> None:
@@ -136,6 +145,7 @@ def main() -> int:
         finally:
             os.kill(child.pid, signal.SIGTERM)
             child.wait(timeout=60)
+            remove_shared_node_roots(Path(scratch) / "data")
     result.update({"agents": args.agents, "slots_per_agent": args.slots, "cpus": os.cpu_count()})
     print(json.dumps(result, indent=2))
     return 0

@@ -1,23 +1,33 @@
-"""The agent runtime: wires settings to the client, file server, heartbeat and runner, and handles dispatches."""
+"""The agent runtime: wires settings to the client, file server, heartbeat and runner, and handles dispatches.
+
+Besides the attempts, it runs three background threads: the heartbeat, the
+pool config applier (accounts, packages, start task) and the retention sweeper.
+"""
 
 from __future__ import annotations
 
 import logging
+import stat
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from nodeagent import __version__, process, runner
+from nodeagent import __version__, cgroups, container, process, runner
 from nodeagent.blob import AzureBlobStore, BlobStore
 from nodeagent.client import ControllerClient
 from nodeagent.files import FileServer
 from nodeagent.heartbeat import Heartbeat
+from nodeagent.identity import IdentityResolver
 from nodeagent.layout import NodeLayout
-from nodeagent.messages import Dispatch, NodeHeartbeat, TaskReport
+from nodeagent.messages import AttemptSpec, Dispatch, HeartbeatAnswer, NodeHeartbeat, TaskReport
+from nodeagent.poolconfig import ApplyDeps, PoolConfigApplier
 from nodeagent.reporter import Reporter
+from nodeagent.retention import Retention
 from nodeagent.running import RunningAttempts
 from nodeagent.settings import AgentSettings, agent_path
 from nodeagent.state import Spool
@@ -36,6 +46,7 @@ class AgentRuntime:
         client: ControllerClient | None = None,
         blob: BlobStore | None = None,
         run_process: process.RunFunction = process.run,
+        identities: IdentityResolver | None = None,
     ) -> None:
         self.settings = settings
         self.layout = NodeLayout(settings.root_dir.expanduser().absolute())
@@ -46,15 +57,38 @@ class AgentRuntime:
             self.layout.root, settings.node_secret, settings.file_server_host, settings.file_server_port
         )
         self.heartbeat = Heartbeat(
-            self.client.heartbeat, self.build_heartbeat, self.cancel_attempts, settings.heartbeat_seconds
+            self.client.heartbeat,
+            self.build_heartbeat,
+            self.cancel_attempts,
+            settings.heartbeat_seconds,
+            on_answer=self.on_heartbeat_answer,
         )
+        self.identities = identities or IdentityResolver.for_agent(settings.user_prefix)
+        self.retention = Retention(
+            self.layout, self.identities.remove_task_user, interval=settings.retention_sweep_seconds
+        )
+        blob = blob or AzureBlobStore()
+        self.pool_config = PoolConfigApplier(
+            ApplyDeps(
+                node_id=settings.node_id,
+                layout=self.layout,
+                identities=self.identities,
+                blob=blob,
+                agent_path=agent_path(),
+                run_process=run_process,
+                kill_grace=settings.kill_grace_seconds,
+            )
+        )
+        self.lease_seconds: float | None = None
+        """The attempt lease length the controller last announced."""
         self.deps = RunDeps(
-            blob=blob or AzureBlobStore(),
+            blob=blob,
             reporter=self.reporter,
             agent_path=agent_path(),
             kill_grace=settings.kill_grace_seconds,
             run_process=run_process,
             on_process_start=self.running.set_process,
+            identities=self.identities,
         )
         self.boot_time = datetime.now(UTC)
         self._started = False
@@ -71,13 +105,28 @@ class AgentRuntime:
             return
         self._started = True
         self.layout.create()
+        self._check_root_reachable()
+        self._detect_node_features()
         self.files.start()
         # Snapshot the spool before attempts start so that only earlier runs' reports are replayed.
         pending = self.reporter.pending()
+        self.pool_config.start()
+        self.retention.start()
         self.heartbeat.beat()
         self.heartbeat.start()
         threading.Thread(target=self.reporter.replay, args=(pending,), name="report-replay", daemon=True).start()
         log.info("node %s: agent started, files at %s", self.settings.node_id, self.file_server_url)
+
+    def _detect_node_features(self) -> None:
+        """Find out whether attempts get cgroups and whether container tasks can run; clear stale cgroups."""
+        self.deps = replace(
+            self.deps,
+            cgroups=cgroups.detect(self.settings.cgroups, self.settings.node_id),
+            container_runtime=container.detect_runtime(agent_path()),
+        )
+        stale = cgroups.sweep(self.deps.cgroups)
+        if stale:
+            log.info("node %s: removed cgroups left by an earlier run: %s", self.settings.node_id, stale)
 
     def request_stop(self) -> None:
         """Begin shutting down: no new claims, stop retries, kill every running attempt's processes."""
@@ -94,12 +143,16 @@ class AgentRuntime:
         self.request_stop()
         if not self.running.wait_empty(self.settings.kill_grace_seconds + 2.0):
             self.running.kill_now()
+        cgroups.remove_node(self.deps.cgroups)
         self.heartbeat.stop()
+        self.pool_config.stop()
+        self.retention.stop()
         self.files.stop()
         self.client.close()
 
     def build_heartbeat(self) -> NodeHeartbeat:
         """The heartbeat describing this node now."""
+        status = self.pool_config.status()
         return NodeHeartbeat(
             node_id=self.settings.node_id,
             pool_id=self.settings.pool_id,
@@ -109,7 +162,17 @@ class AgentRuntime:
             ip_address=self.settings.advertise_host,
             agent_version=__version__,
             boot_time=self.boot_time,
+            readiness=status.readiness,
+            pool_config_version=status.version,
+            start_task=status.start_task,
+            container_runtime=container.heartbeat_value(self.deps.container_runtime),
         )
+
+    def on_heartbeat_answer(self, answer: HeartbeatAnswer) -> None:
+        """Keep the lease length and hand a changed pool config to the applier."""
+        self.lease_seconds = answer.lease_seconds
+        if answer.pool_config is not None:
+            self.pool_config.offer(answer.pool_config)
 
     def cancel_attempts(self, attempt_ids: list[str]) -> None:
         """Take away attempts the controller says are no longer this node's."""
@@ -129,9 +192,39 @@ class AgentRuntime:
             log.info("attempt %s: already running here, duplicate dropped", spec.attempt_id)
             return None
         try:
-            return runner.run(spec, self.layout, self.deps, handle.cancel).report
+            return self._run_in_task_dir(spec, handle.cancel)
         finally:
             self.running.remove(spec.attempt_id)
+
+    def _run_in_task_dir(self, spec: AttemptSpec, cancel: threading.Event) -> TaskReport | None:
+        """Run the attempt with its task directory held back from retention, then record it for retention."""
+        task_dir = self.layout.task_dirs(spec.job_id, spec.task_id).task_dir
+        self.retention.cancel(task_dir)
+        try:
+            return runner.run(spec, self.layout, self.deps, cancel).report
+        finally:
+            self._keep_for_retention(spec, task_dir)
+
+    def _keep_for_retention(self, spec: AttemptSpec, task_dir: Path) -> None:
+        """Record the finished attempt's directory (and per-task account) for deletion after its retention time."""
+        try:
+            self.retention.schedule(task_dir, spec.retention_seconds, self.identities.task_user(spec))
+        except OSError as exc:
+            log.error("attempt %s: cannot record its task directory for retention: %s", spec.attempt_id, exc)
+
+    def _check_root_reachable(self) -> None:
+        """Log an error when task users cannot reach the node root (a parent is not searchable by others)."""
+        if not self.identities.switching:
+            return
+        for directory in (self.layout.root, *self.layout.root.parents):
+            if not directory.stat().st_mode & stat.S_IXOTH:
+                log.error(
+                    "node %s: %s is not searchable by others, so tasks running as their own users cannot reach %s",
+                    self.settings.node_id,
+                    directory,
+                    self.layout.root,
+                )
+                return
 
     def _accept(self, payload: Mapping[str, Any]) -> Dispatch | None:
         """The dispatch if it is valid, for this node, and the agent is not stopping."""

@@ -19,10 +19,12 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
+    ServiceRequestError,
     ServiceResponseError,
 )
 from azure.storage.blob import ContainerClient, ContentSettings, ExponentialRetry
 
+from nodeagent.diskspace import disk_full, is_enospc
 from nodeagent.errors import DownloadError, UploadError
 from nodeagent.layout import PathEscapeError, safe_join
 from nodeagent.messages import ResourceFileSpec, UploadCondition, UploadHeader, redact
@@ -34,6 +36,18 @@ API_VERSION = "2025-11-05"
 
 CHUNK_BYTES = 1 << 20
 """Size of the pieces a download is streamed to disk in."""
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""How long a connection to blob storage or a resource URL may take to open."""
+
+DOWNLOAD_TIMEOUT_SECONDS = 60.0
+"""How long a download may go without receiving a byte before the try counts as timed out."""
+
+UPLOAD_ATTEMPTS = 5
+"""Tries of one output file upload while storage is unreachable or answers 5xx."""
+
+MAX_BACKOFF_SECONDS = 30.0
+"""Longest wait between two tries of a download or an upload."""
 
 _CONTENT_SETTINGS = {
     "content-type": "content_type",
@@ -93,17 +107,25 @@ class AzureBlobStore:
         *,
         attempts: int = 3,
         backoff_seconds: float = 0.5,
-        timeout_seconds: float = 60.0,
+        timeout_seconds: float = DOWNLOAD_TIMEOUT_SECONDS,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         sdk_retries: int = 3,
+        upload_attempts: int = UPLOAD_ATTEMPTS,
+        max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
     ) -> None:
         self._attempts = max(1, attempts)
+        self._upload_attempts = max(1, upload_attempts)
         self._sdk_retries = sdk_retries
         self._backoff = backoff_seconds
+        self._max_backoff = max_backoff_seconds
         self._timeout = timeout_seconds
         self._session = session or requests.Session()
         self._sleep = sleep
+
+    def _delay(self, attempt: int) -> float:
+        """Seconds to wait after failed try number `attempt` (exponential, capped)."""
+        return float(min(self._backoff * 2 ** (attempt - 1), self._max_backoff))
 
     def download(self, source: ResourceFileSpec, wd: Path) -> list[Path]:
         """Download an `httpUrl` file or every blob of a `storageContainerUrl` (under `blobPrefix`)."""
@@ -126,14 +148,14 @@ class AzureBlobStore:
                 last = exc
                 log.warning("download of %s failed (try %s/%s): %s", redact(url), attempt, self._attempts, exc)
                 if attempt < self._attempts:
-                    self._sleep(self._backoff * 2 ** (attempt - 1))
+                    self._sleep(self._delay(attempt))
         code = "BlobDownloadTimedOut" if last.timed_out else "BlobDownloadMiscError"
         raise DownloadError(code, redact(f"downloading {url} failed: {last}"), details={"FilePath": dest.name})
 
     def _fetch(self, url: str, dest: Path) -> None:
         """One GET of `url` streamed to `dest`; raises _Transient or DownloadError."""
         try:
-            with self._session.get(url, stream=True, timeout=(10.0, self._timeout)) as response:
+            with self._session.get(url, stream=True, timeout=(CONNECT_TIMEOUT_SECONDS, self._timeout)) as response:
                 _check_status(url, response.status_code)
                 _write_stream(dest, response.iter_content(CHUNK_BYTES))
         except requests.Timeout as exc:
@@ -164,22 +186,48 @@ class AzureBlobStore:
             container_url,
             api_version=API_VERSION,
             retry_policy=retry,
-            connection_timeout=10,
+            connection_timeout=CONNECT_TIMEOUT_SECONDS,
             read_timeout=self._timeout,
         )
 
     def upload(self, path: Path, target: UploadTarget) -> None:
-        """Upload `path` as blob `target.blob_name`, overwriting, with the mapped upload headers."""
-        settings, metadata = content_settings(target.headers)
-        try:
-            container = self._container(target.container_url)
-            with container, path.open("rb") as stream:
-                container.upload_blob(
-                    target.blob_name, stream, overwrite=True, content_settings=settings, metadata=metadata or None
+        """Upload `path` as blob `target.blob_name`, retrying unreachable storage and 5xx a bounded number of times."""
+        for attempt in range(1, self._upload_attempts + 1):
+            try:
+                self._upload_once(path, target)
+                return
+            except AzureError as exc:
+                if attempt == self._upload_attempts or not _transient_storage_error(exc):
+                    raise _upload_error(path, target, exc) from exc
+                log.warning(
+                    "upload of %s failed (try %s/%s): %s", path.name, attempt, self._upload_attempts, redact(str(exc))
                 )
-        except (AzureError, OSError) as exc:
-            message = f"uploading {path.name} to blob {target.blob_name} failed: {exc}"
-            raise UploadError("FileUploadFailed", redact(message), details={"FilePath": str(path)}) from exc
+                self._sleep(self._delay(attempt))
+            except OSError as exc:
+                raise _upload_error(path, target, exc) from exc
+
+    def _upload_once(self, path: Path, target: UploadTarget) -> None:
+        """One Put Blob of `path` (the SDK's own retries aside)."""
+        settings, metadata = content_settings(target.headers)
+        container = self._container(target.container_url)
+        with container, path.open("rb") as stream:
+            container.upload_blob(
+                target.blob_name, stream, overwrite=True, content_settings=settings, metadata=metadata or None
+            )
+
+
+def _transient_storage_error(exc: AzureError) -> bool:
+    """Whether an upload failure is worth another try: storage unreachable, or a 5xx/408/429 answer."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return True
+    status = exc.status_code if isinstance(exc, HttpResponseError) else None
+    return status is not None and (status >= 500 or status in (408, 429))
+
+
+def _upload_error(path: Path, target: UploadTarget, exc: Exception) -> UploadError:
+    """The file upload error naming the file and the blob, with any SAS signature redacted."""
+    message = redact(f"uploading {path.name} to blob {target.blob_name} failed: {exc}")
+    return UploadError("FileUploadFailed", message, details={"FilePath": str(path)})
 
 
 def content_settings(headers: Iterable[UploadHeader]) -> tuple[ContentSettings, dict[str, str]]:
@@ -248,14 +296,22 @@ def _write_stream(dest: Path, chunks: Iterator[bytes]) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as exc:
-        raise DownloadError("ResourceFileWriteFailed", f"cannot create {dest}: {exc}") from exc
+        raise _write_error(f"cannot create {dest}: {exc}", exc) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
         os.replace(tmp, dest)
     except OSError as exc:
-        raise DownloadError("ResourceFileWriteFailed", f"cannot write {dest}: {exc}") from exc
+        raise _write_error(f"cannot write {dest}: {exc}", exc) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _write_error(message: str, exc: OSError) -> DownloadError:
+    """ResourceFileWriteFailed, or DiskFull when the disk ran out of space."""
+    if is_enospc(exc):
+        full = disk_full(message, "preprocessing_error")
+        return DownloadError(full.code, message, category=full.category)
+    return DownloadError("ResourceFileWriteFailed", message)

@@ -57,6 +57,14 @@ class DownloadError(StepError):
     """A resource file could not be downloaded or written (a pre-processing error)."""
 
 
+class IdentityError(StepError):
+    """The task's user identity cannot be mapped to an OS account on this node (a pre-processing error)."""
+
+
+class PackageError(StepError):
+    """An application package could not be downloaded or unpacked (a pre-processing error)."""
+
+
 class ProcessStartError(StepError):
     """The command line could not be started (a pre-processing error)."""
 

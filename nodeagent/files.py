@@ -1,26 +1,39 @@
-"""The node's file server: signed GET/HEAD of files under the node root, readable while tasks write them.
+"""The node's file server: signed GET/HEAD/DELETE of files under the node root, readable while tasks write them.
 
 `GET {FILE_SERVER_PREFIX}/<path relative to the node root, percent-encoded>`
 answers 200 (or 206 for a byte range) with the file streamed in chunks, 200 with
 `x-batchyard-is-directory: true` for a directory, 400 for a path that leaves the
 root, 403 without a valid signature, 404 when missing.
+
+`GET .../<dir>?list=1[&recursive=true]` answers 200 with a JSON `FileListing` of
+the entries below the directory (`GET {FILE_SERVER_PREFIX}/?list=1` lists the
+root); symbolic links are never followed out of the root nor descended into.
+`DELETE .../<path>[?recursive=true]` removes a file, a symbolic link (not its
+target) or a directory: 200, 404 when missing, 409 for a non-empty directory
+without `recursive`, 400 for the root itself or a path that leaves it.
+The signature always covers the path without its query string.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import os
+import posixpath
 import re
+import shutil
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from nodeagent import messages
 
@@ -94,19 +107,117 @@ def verify_signature(
     return messages.signatures_match(expected, signature)
 
 
-def resolve_request_path(root: Path, raw_path: str) -> Path:
-    """The file a request path names under `root`; BadPath when it is malformed or escapes the root."""
+def request_relative_path(raw_path: str) -> str:
+    """The decoded path below the node root that a request path names; BadPath when it is malformed."""
     rest = raw_path[len(messages.FILE_SERVER_PREFIX) :]
     if rest and not rest.startswith("/"):
         raise BadPath(raw_path)
     relative = unquote(rest.lstrip("/"), errors="strict")
     if "\0" in relative:
         raise BadPath(raw_path)
+    return relative
+
+
+def resolve_request_path(root: Path, raw_path: str) -> Path:
+    """The file a request path names under `root`; BadPath when it is malformed or escapes the root."""
+    relative = request_relative_path(raw_path)
     real_root = root.resolve()
     target = Path(os.path.realpath(real_root / relative))
     if not target.is_relative_to(real_root):
         raise BadPath(raw_path)
     return target
+
+
+def resolve_delete_path(root: Path, raw_path: str) -> Path:
+    """The entry a DELETE names: its parent resolved inside `root`, its last segment not followed."""
+    relative = posixpath.normpath(request_relative_path(raw_path) or ".")
+    if relative in (".", "..") or relative.startswith(("../", "/")):
+        raise BadPath(raw_path)
+    real_root = root.resolve()
+    parent = Path(os.path.realpath(real_root / posixpath.dirname(relative)))
+    if not parent.is_relative_to(real_root):
+        raise BadPath(raw_path)
+    return parent / posixpath.basename(relative)
+
+
+def query_flag(query: str, name: str) -> bool:
+    """Whether the query string sets flag `name` to `1` or `true`."""
+    values = parse_qs(query, keep_blank_values=True).get(name, [])
+    return any(value.lower() in ("1", "true") for value in values)
+
+
+def _utc(timestamp: float) -> datetime:
+    """A POSIX timestamp as an aware UTC datetime."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def file_entry(path: Path, info: os.stat_result, real_root: Path) -> messages.FileEntry:
+    """The listing entry of `path` (inside `real_root`) with the metadata in `info`."""
+    is_directory = stat.S_ISDIR(info.st_mode)
+    return messages.FileEntry(
+        path=path.relative_to(real_root).as_posix(),
+        is_directory=is_directory,
+        size=0 if is_directory else info.st_size,
+        modified=_utc(info.st_mtime),
+        created=_utc(info.st_ctime),
+        mode=f"{stat.S_IMODE(info.st_mode):04o}",
+    )
+
+
+def _entry_stat(entry: os.DirEntry[str], real_root: Path) -> os.stat_result | None:
+    """Metadata of a directory entry; a symbolic link counts only when its target stays inside the root."""
+    try:
+        if not entry.is_symlink():
+            return entry.stat(follow_symlinks=False)
+        if not Path(os.path.realpath(entry.path)).is_relative_to(real_root):
+            return None
+        return entry.stat(follow_symlinks=True)
+    except OSError:
+        return None  # Gone while listing, a broken link, or unreadable: not listed.
+
+
+def iter_entries(directory: Path, real_root: Path, recursive: bool) -> Iterator[messages.FileEntry]:
+    """Entries below `directory`, sorted by name; recursion never descends through a symbolic link."""
+    try:
+        with os.scandir(directory) as scan:
+            children = sorted(scan, key=lambda item: item.name)
+    except OSError as exc:
+        log.debug("file server: cannot list %s: %s", directory, exc)
+        return
+    for child in children:
+        info = _entry_stat(child, real_root)
+        if info is None:
+            continue
+        yield file_entry(Path(child.path), info, real_root)
+        if recursive and stat.S_ISDIR(info.st_mode) and not child.is_symlink():
+            yield from iter_entries(Path(child.path), real_root, recursive)
+
+
+def list_directory(root: Path, directory: Path, recursive: bool) -> messages.FileListing:
+    """The FileListing of `directory` (already resolved inside `root`)."""
+    real_root = root.resolve()
+    return messages.FileListing(entries=list(iter_entries(directory, real_root, recursive)))
+
+
+class NotEmpty(Exception):
+    """A directory to delete has entries and the request was not recursive."""
+
+
+def delete_path(target: Path, recursive: bool) -> None:
+    """Remove a file, a symbolic link or a directory (its whole tree when `recursive`)."""
+    info = target.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        target.unlink()
+        return
+    if recursive:
+        shutil.rmtree(target)
+        return
+    try:
+        target.rmdir()
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise NotEmpty(str(target)) from exc
+        raise
 
 
 def http_date(timestamp: float) -> str:
@@ -129,18 +240,46 @@ class FileRequestHandler(BaseHTTPRequestHandler):
         """Send the headers a GET would send."""
         self._serve(send_body=False)
 
+    def do_DELETE(self) -> None:
+        """Delete a file or a directory."""
+        raw_path, _, query = self.path.partition("?")
+        if not self._admitted(raw_path):
+            return
+        try:
+            delete_path(resolve_delete_path(self.server.root, raw_path), query_flag(query, messages.RECURSIVE_QUERY))
+        except (BadPath, UnicodeDecodeError):
+            self._empty(HTTPStatus.BAD_REQUEST)
+            return
+        except FileNotFoundError:
+            self._empty(HTTPStatus.NOT_FOUND)
+            return
+        except NotEmpty:
+            self._empty(HTTPStatus.CONFLICT)
+            return
+        except OSError as exc:
+            log.warning("file server: cannot delete %s: %s", raw_path, exc)
+            self._empty(HTTPStatus.FORBIDDEN)
+            return
+        self._empty(HTTPStatus.OK)
+
     def log_message(self, format: str, *args: object) -> None:
         """Access log lines go to the debug log, not stderr."""
         log.debug("file server: " + format, *args)
 
-    def _serve(self, send_body: bool) -> None:
-        """Check the path and the signature, then answer."""
-        raw_path = self.path.split("?", 1)[0]
+    def _admitted(self, raw_path: str) -> bool:
+        """Whether the path is the file server's and the request is signed; answers 404 or 403 when not."""
         if raw_path != messages.FILE_SERVER_PREFIX and not raw_path.startswith(messages.FILE_SERVER_PREFIX + "/"):
             self._empty(HTTPStatus.NOT_FOUND)
-            return
+            return False
         if not self._signed(raw_path):
             self._empty(HTTPStatus.FORBIDDEN)
+            return False
+        return True
+
+    def _serve(self, send_body: bool) -> None:
+        """Check the path and the signature, then answer."""
+        raw_path, _, query = self.path.partition("?")
+        if not self._admitted(raw_path):
             return
         try:
             target = resolve_request_path(self.server.root, raw_path)
@@ -154,10 +293,22 @@ class FileRequestHandler(BaseHTTPRequestHandler):
         except OSError:
             self._empty(HTTPStatus.FORBIDDEN)
             return
-        if stat.S_ISDIR(info.st_mode):
+        listing = query_flag(query, messages.LIST_QUERY)
+        if stat.S_ISDIR(info.st_mode) and listing:
+            self._send_listing(target, query_flag(query, messages.RECURSIVE_QUERY), send_body)
+        elif stat.S_ISDIR(info.st_mode):
             self._empty(HTTPStatus.OK, {IS_DIRECTORY_HEADER: "true", **_file_headers(info)})
-            return
-        self._send_file(target, send_body)
+        elif listing:
+            self._empty(HTTPStatus.CONFLICT)
+        else:
+            self._send_file(target, send_body)
+
+    def _send_listing(self, directory: Path, recursive: bool, send_body: bool) -> None:
+        """Answer with the JSON FileListing of `directory`."""
+        body = list_directory(self.server.root, directory, recursive).model_dump_json().encode()
+        self._start(HTTPStatus.OK, len(body), {"Content-Type": "application/json"})
+        if send_body:
+            self.wfile.write(body)
 
     def _signed(self, raw_path: str) -> bool:
         """Whether the request carries a valid signature for its method and path."""

@@ -1,4 +1,7 @@
-"""The heartbeat loop: tells the controller the node is alive and what it runs, stops what is stale."""
+"""The heartbeat loop: tells the controller the node is alive and what it runs, stops what is stale.
+
+The rest of each answer (the pool config, the lease length) goes to `on_answer`.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ class Heartbeat:
         build: Callable[[], NodeHeartbeat],
         on_stale: Callable[[list[str]], None],
         interval: float,
+        on_answer: Callable[[HeartbeatAnswer], None] | None = None,
     ) -> None:
         self._send = send
         self._build = build
         self._on_stale = on_stale
+        self._on_answer = on_answer
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -45,6 +50,8 @@ class Heartbeat:
         if answer.stale_attempts:
             log.warning("node %s: controller reports stale attempts %s", beat.node_id, answer.stale_attempts)
             self._on_stale(list(answer.stale_attempts))
+        if self._on_answer is not None:
+            self._on_answer(answer)
         return True
 
     def start(self) -> None:

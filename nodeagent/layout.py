@@ -7,18 +7,44 @@ The tree follows Azure Batch's node layout::
     <root>/workitems/<jobId>/job-1/<taskId>/         AZ_BATCH_TASK_DIR
     <root>/workitems/<jobId>/job-1/<taskId>/wd/      AZ_BATCH_TASK_WORKING_DIR
     <root>/volatile/                                 agent-internal state
-    <root>/applications/                             application packages
+    <root>/applications/<appId>_<version>/           AZ_BATCH_APP_PACKAGE_<app>_<version>
     <root>/fsmounts/                                 AZ_BATCH_NODE_MOUNTS_DIR
+
+Ownership: the node-level directories belong to the agent. `shared/` is
+world-writable with the sticky bit (1777) like Azure's; `startup/`,
+`applications/`, `workitems/` and `fsmounts/` are readable by everyone (0755);
+`volatile/` (spool, step state, retention index) is the agent's alone (0700).
+A task directory belongs to the task's user (see `steps/prepare_dirs.py`).
+
+Application package variables (Linux rule of the Azure reference): the name is
+`AZ_BATCH_APP_PACKAGE_` followed by the application id and version joined by
+`_`, lowercased, with every character other than a letter, digit or `_`
+(`-`, `.`, `#` ...) turned into `_`: application `My-App` version `1.2` gives
+`AZ_BATCH_APP_PACKAGE_my_app_1_2`, and `AZ_BATCH_APP_PACKAGE_my_app` when that
+version is the default. The directory keeps the given casing.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from nodeagent.identity import RunAs, identity_label
-from nodeagent.messages import AttemptSpec
+from nodeagent.messages import ApplicationPackageSpec, AttemptSpec, PoolConfig, StartTaskSpec
+
+NODE_DIR_MODES = {"shared": 0o1777, "startup": 0o755, "workitems": 0o755, "applications": 0o755, "fsmounts": 0o755}
+"""Mode of each node-level directory, set on every start whatever the umask."""
+
+VOLATILE_MODE = 0o700
+"""Mode of `volatile/` and its subdirectories: agent state no task may read."""
+
+APP_PACKAGE_PREFIX = "AZ_BATCH_APP_PACKAGE_"
+"""Prefix of the application package variables."""
+
+_NOT_ENV_CHAR = re.compile(r"[^a-z0-9_]")
 
 
 class PathEscapeError(ValueError):
@@ -125,22 +151,34 @@ class NodeLayout:
         return self.root / "applications"
 
     @property
+    def retention_index(self) -> Path:
+        """`<root>/volatile/retention.json`: task directories waiting for their retention time to pass."""
+        return self.volatile / "retention.json"
+
+    @property
+    def startup_wd(self) -> Path:
+        """`<root>/startup/wd`: the start task's working directory."""
+        return self.startup / "wd"
+
+    def package_dir(self, application_id: str, version: str) -> Path:
+        """`<root>/applications/<applicationId>_<version>`"""
+        return self.applications / check_name(f"{check_name(application_id)}_{check_name(version)}")
+
+    @property
     def fsmounts(self) -> Path:
         """`<root>/fsmounts`"""
         return self.root / "fsmounts"
 
     def create(self) -> None:
-        """Create the node-level directories (idempotent)."""
-        for path in (
-            self.shared,
-            self.startup,
-            self.workitems,
-            self.spool,
-            self.attempt_state,
-            self.applications,
-            self.fsmounts,
-        ):
-            path.mkdir(parents=True, exist_ok=True)
+        """Create the node-level directories with their modes (idempotent)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name, mode in NODE_DIR_MODES.items():
+            path = self.root / name
+            path.mkdir(exist_ok=True)
+            os.chmod(path, mode)
+        for path in (self.volatile, self.spool, self.attempt_state):
+            path.mkdir(exist_ok=True)
+            os.chmod(path, VOLATILE_MODE)
 
     def task_dirs(self, job_id: str, task_id: str) -> TaskDirs:
         """Paths of task `task_id` of job `job_id`."""
@@ -186,20 +224,79 @@ def task_environment(
 
 def batch_variables(layout: NodeLayout, dirs: TaskDirs, spec: AttemptSpec) -> dict[str, str]:
     """The AZ_BATCH_* variables of a task."""
-    account_url = spec.account_url if spec.account_url.endswith("/") else spec.account_url + "/"
+    variables = node_variables(layout, spec.account_name, spec.account_url, spec.pool_id, spec.node_id)
+    variables.update(
+        {
+            "AZ_BATCH_JOB_ID": spec.job_id,
+            "AZ_BATCH_TASK_ID": spec.task_id,
+            "AZ_BATCH_TASK_DIR": str(dirs.task_dir),
+            "AZ_BATCH_TASK_WORKING_DIR": str(dirs.wd),
+            "AZ_BATCH_TASK_USER_IDENTITY": identity_label(spec.user_identity),
+        }
+    )
+    if spec.job_preparation_task_id:
+        prep = layout.task_dirs(spec.job_id, spec.job_preparation_task_id)
+        variables["AZ_BATCH_JOB_PREP_DIR"] = str(prep.task_dir)
+        variables["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep.wd)
+    variables.update(package_variables(layout, spec.application_packages))
+    return variables
+
+
+def node_variables(
+    layout: NodeLayout, account_name: str, account_url: str, pool_id: str, node_id: str
+) -> dict[str, str]:
+    """The AZ_BATCH_* variables every task on the node has, the start task included."""
     return {
-        "AZ_BATCH_ACCOUNT_NAME": spec.account_name,
-        "AZ_BATCH_ACCOUNT_URL": account_url,
-        "AZ_BATCH_POOL_ID": spec.pool_id,
-        "AZ_BATCH_NODE_ID": spec.node_id,
+        "AZ_BATCH_ACCOUNT_NAME": account_name,
+        "AZ_BATCH_ACCOUNT_URL": account_url if account_url.endswith("/") else account_url + "/",
+        "AZ_BATCH_POOL_ID": pool_id,
+        "AZ_BATCH_NODE_ID": node_id,
         "AZ_BATCH_NODE_IS_DEDICATED": "true",
         "AZ_BATCH_NODE_ROOT_DIR": str(layout.root),
         "AZ_BATCH_NODE_SHARED_DIR": str(layout.shared),
         "AZ_BATCH_NODE_STARTUP_DIR": str(layout.startup),
         "AZ_BATCH_NODE_MOUNTS_DIR": str(layout.fsmounts),
-        "AZ_BATCH_JOB_ID": spec.job_id,
-        "AZ_BATCH_TASK_ID": spec.task_id,
-        "AZ_BATCH_TASK_DIR": str(dirs.task_dir),
-        "AZ_BATCH_TASK_WORKING_DIR": str(dirs.wd),
-        "AZ_BATCH_TASK_USER_IDENTITY": identity_label(spec.user_identity),
     }
+
+
+def package_variable(application_id: str, version: str | None = None) -> str:
+    """`AZ_BATCH_APP_PACKAGE_<app>[_<version>]`, lowercased, every other character than [a-z0-9_] as `_`."""
+    suffix = application_id if version is None else f"{application_id}_{version}"
+    return APP_PACKAGE_PREFIX + _NOT_ENV_CHAR.sub("_", suffix.lower())
+
+
+def package_variables(layout: NodeLayout, packages: Iterable[ApplicationPackageSpec]) -> dict[str, str]:
+    """The package directory of every package by version, and of the default version by application."""
+    variables: dict[str, str] = {}
+    for package in packages:
+        directory = str(layout.package_dir(package.application_id, package.version))
+        variables[package_variable(package.application_id, package.version)] = directory
+        if package.is_default:
+            variables[package_variable(package.application_id)] = directory
+    return variables
+
+
+def start_task_environment(
+    layout: NodeLayout, config: PoolConfig, node_id: str, run_as: RunAs, agent_path: str
+) -> dict[str, str]:
+    """The complete environment of the start task: like a task's, without job and task ids.
+
+    AZ_BATCH_TASK_DIR and AZ_BATCH_TASK_WORKING_DIR name `startup/` and
+    `startup/wd`; the pool's application packages have their variables.
+    """
+    start: StartTaskSpec | None = config.start_task
+    variables = node_variables(layout, config.account_name, config.account_url, config.pool_id, node_id)
+    variables["AZ_BATCH_TASK_DIR"] = str(layout.startup)
+    variables["AZ_BATCH_TASK_WORKING_DIR"] = str(layout.startup_wd)
+    if start is not None:
+        variables["AZ_BATCH_TASK_USER_IDENTITY"] = identity_label(start.user_identity)
+    variables.update(package_variables(layout, config.application_packages))
+    env = {
+        "PATH": os.pathsep.join([agent_path, str(layout.shared), str(layout.startup_wd)]),
+        "HOME": str(layout.startup_wd),
+        "USER": run_as.username,
+        "LOGNAME": run_as.username,
+    }
+    env.update(start.environment if start is not None else {})
+    env.update(variables)
+    return env

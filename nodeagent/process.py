@@ -4,6 +4,10 @@ A command runs without a shell, in a new session (so in its own process group),
 with stdout and stderr written straight to files. Stopping it sends SIGTERM to
 the group and to any descendant that left the group, waits a grace period, then
 sends SIGKILL the same way.
+
+`run_tool` runs the agent's own short helper programs (useradd, chpasswd,
+ssh-keygen...) with a fixed environment, input fed on stdin and the combined
+output captured; it never logs that input.
 """
 
 from __future__ import annotations
@@ -12,24 +16,38 @@ import contextlib
 import logging
 import os
 import resource
+import select
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from nodeagent.errors import ProcessStartError
-from nodeagent.identity import RunAs
+
+if TYPE_CHECKING:
+    # Only a type here: identity imports the account tools, which run through this module.
+    from nodeagent.identity import RunAs
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 """How often a running process is checked for exit, timeout and cancellation."""
+
+TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH of the agent's helper programs, which live in the sbin directories."""
+
+TOOL_NOT_FOUND = 127
+"""Exit code `run_tool` returns when the program does not exist (the shell's convention)."""
+
+TOOL_TIMED_OUT = 124
+"""Exit code `run_tool` returns when the program ran past its timeout (timeout(1)'s convention)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,19 @@ class ProcessResult:
     ended_at: datetime
     user_cpu_seconds: float = 0.0
     kernel_cpu_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """How a helper program ended: its exit code and its stdout and stderr together."""
+
+    exit_code: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the program exited 0."""
+        return self.exit_code == 0
 
 
 RunFunction = Callable[[ProcessSpec], ProcessResult]
@@ -121,18 +152,48 @@ def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
 
 def _wait(child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None) -> tuple[_Exit | None, bool, bool]:
     """Wait for exit, the deadline or cancellation; returns (exit or None, timed_out, cancelled)."""
-    while True:
-        reaped = _reap(child, block=False)
-        if reaped is not None:
-            return reaped, False, False
-        if deadline is not None and time.monotonic() >= deadline:
-            log.info("process %s: wall-clock limit reached, stopping its process group", child.pid)
-            return None, True, False
-        if spec.cancel is not None and spec.cancel.wait(POLL_SECONDS):
-            log.info("process %s: cancelled, stopping its process group", child.pid)
-            return None, False, True
-        if spec.cancel is None:
-            time.sleep(POLL_SECONDS)
+    with _ExitWatch(child.pid) as watch:
+        while True:
+            reaped = _reap(child, block=False)
+            if reaped is not None:
+                return reaped, False, False
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                log.info("process %s: wall-clock limit reached, stopping its process group", child.pid)
+                return None, True, False
+            if spec.cancel is not None and spec.cancel.is_set():
+                log.info("process %s: cancelled, stopping its process group", child.pid)
+                return None, False, True
+            watch.wait(POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - now))
+
+
+class _ExitWatch:
+    """Sleeps until a child exits or a timeout passes: a pidfd wakes at once on exit, where the kernel has them.
+
+    Without it every task would end up to one poll interval late, which dominates short tasks.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: int | None = None
+        self.poller = select.poll()
+
+    def __enter__(self) -> _ExitWatch:
+        with contextlib.suppress(OSError, AttributeError):
+            self.fd = os.pidfd_open(self.pid)
+            self.poller.register(self.fd, select.POLLIN)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def wait(self, timeout: float) -> None:
+        """Return when the child has exited or after `timeout` seconds."""
+        if self.fd is None:
+            time.sleep(max(timeout, 0.0))
+        else:
+            self.poller.poll(max(timeout, 0.0) * 1000)
 
 
 def _reap(child: subprocess.Popen[bytes], *, block: bool) -> _Exit | None:
@@ -204,3 +265,45 @@ def _result(reaped: _Exit, started_at: datetime, timed_out: bool, cancelled: boo
         user_cpu_seconds=rusage.ru_utime,
         kernel_cpu_seconds=rusage.ru_stime,
     )
+
+
+def run_tool(argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60) -> ToolResult:
+    """Run one of the agent's helper programs to completion; `input` goes to its stdin and is never logged."""
+    env = {"PATH": TOOL_PATH, "LC_ALL": "C"}
+    try:
+        child = subprocess.Popen(
+            list(argv),
+            env=env,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        return ToolResult(TOOL_NOT_FOUND, f"{argv[0]}: program not found")
+    except OSError as exc:
+        return ToolResult(TOOL_NOT_FOUND, f"{argv[0]}: cannot start: {exc.strerror}")
+    try:
+        output, _ = child.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(child.pid)
+        child.communicate()
+        log.warning("tool %s: still running after %.0fs, killed", argv[0], timeout)
+        return ToolResult(TOOL_TIMED_OUT, f"{argv[0]}: timed out after {timeout:.0f}s")
+    return ToolResult(child.returncode, output.decode(errors="replace").strip())
+
+
+def kill_user_processes(uid: int) -> int:
+    """SIGKILL every process running as `uid` (a task user about to be removed); how many were signalled."""
+    if uid == 0 or uid == os.getuid():
+        raise ValueError(f"refusing to kill every process of uid {uid}")
+    killed = 0
+    for candidate in psutil.process_iter(["uids"]):
+        uids = candidate.info.get("uids")
+        if uids is None or uid not in (uids.real, uids.effective):
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            candidate.send_signal(signal.SIGKILL)
+            killed += 1
+    return killed

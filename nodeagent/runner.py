@@ -12,7 +12,14 @@ from nodeagent.errors import AttemptAbandoned, StepError
 from nodeagent.layout import NodeLayout
 from nodeagent.messages import AttemptSpec, redact
 from nodeagent.state import StepState
-from nodeagent.steps import DownloadResourceFiles, PrepareDirs, ReportResult, RunCommandLine, UploadOutputFiles
+from nodeagent.steps import (
+    DownloadResourceFiles,
+    InstallPackages,
+    PrepareDirs,
+    ReportResult,
+    RunCommandLine,
+    UploadOutputFiles,
+)
 from nodeagent.steps.base import RunDeps, Step, TaskContext
 
 log = logging.getLogger(__name__)
@@ -20,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def default_steps() -> list[Step]:
     """The main steps, in order."""
-    return [PrepareDirs(), DownloadResourceFiles(), RunCommandLine()]
+    return [PrepareDirs(), InstallPackages(), DownloadResourceFiles(), RunCommandLine()]
 
 
 def default_finalizers() -> list[Step]:
@@ -34,7 +41,7 @@ def run(spec: AttemptSpec, layout: NodeLayout, deps: RunDeps, cancel: threading.
         spec=spec,
         layout=layout,
         dirs=layout.task_dirs(spec.job_id, spec.task_id),
-        run_as=identity.resolve(spec.user_identity),
+        run_as=identity.unprivileged(),
         deps=deps,
         state=StepState(layout.state_file(spec.attempt_id)),
         cancel=cancel or threading.Event(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +69,15 @@ class AgentSettings(BaseSettings):
 
     log_level: str = "INFO"
     """Log level of the agent's own loggers."""
+
+    user_prefix: str = Field(default="by", pattern=r"^[a-z][a-z0-9]{0,15}$")
+    """Prefix of the OS accounts the agent creates for task identities (`byt-...`, `bypool-nonadmin`)."""
+
+    retention_sweep_seconds: float = Field(default=60.0, gt=0)
+    """Seconds between two passes that delete task directories whose retention time is over."""
+
+    cgroups: Literal["auto", "v2", "v1", "off"] = "auto"
+    """Per-attempt cgroups: detect v2 then v1 at start (auto), force one version, or never use them (off)."""
 
 
 def load_settings(**overrides: Any) -> AgentSettings:

@@ -121,6 +121,16 @@ def seconds(duration: str | None) -> float | None:
     return delta.total_seconds() if delta is not None else None
 
 
+def package_references(pool_spec: dict[str, Any], task_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pool's package references and the task's; the task's win for the same application."""
+    task_refs = task_spec.get("applicationPackageReferences") or []
+    named = {ref["applicationId"].lower() for ref in task_refs}
+    pool_refs = [
+        ref for ref in pool_spec.get("applicationPackageReferences") or [] if ref["applicationId"].lower() not in named
+    ]
+    return [*pool_refs, *task_refs]
+
+
 def preparation_id(job_spec: dict[str, Any]) -> str | None:
     """The id of the job's preparation task, when it has one."""
     preparation = job_spec.get("jobPreparationTask")
@@ -153,7 +163,7 @@ async def attempt_spec(
         retention_seconds=seconds(constraints.get("retentionTime")),
         required_slots=int(task.get("slots", "1")),
         retry_count=int(task.get("retries", "0")),
-        application_packages=await package_specs(ctx, task_spec.get("applicationPackageReferences")),
+        application_packages=await package_specs(ctx, package_references(pool_spec, task_spec)),
         container=container(task_spec.get("containerSettings")),
         job_preparation_task_id=preparation_id(job_spec),
     )

@@ -10,8 +10,10 @@ from typing import ClassVar, Protocol
 
 from nodeagent import process
 from nodeagent.blob import BlobStore
+from nodeagent.cgroups import NO_CGROUPS, CgroupSupport, ResourceUsage
+from nodeagent.container import ContainerRuntime, ToolRunner, run_tool
 from nodeagent.errors import StepError
-from nodeagent.identity import RunAs
+from nodeagent.identity import IdentityResolver, RunAs
 from nodeagent.layout import NodeLayout, TaskDirs
 from nodeagent.messages import AttemptSpec, FailureCategory, TaskReport
 from nodeagent.process import ProcessResult, ProcessSpec
@@ -35,6 +37,14 @@ class RunDeps:
     kill_grace: float = 5.0
     run_process: Callable[[ProcessSpec], ProcessResult] = process.run
     on_process_start: Callable[[str, int], None] | None = None
+    identities: IdentityResolver = field(default_factory=IdentityResolver)
+    """Maps user identities to OS accounts; the default switches nothing (every task runs as the agent)."""
+    cgroups: CgroupSupport = NO_CGROUPS
+    """What `cgroups.detect` found at agent start; attempts get no cgroup by default."""
+    container_runtime: ContainerRuntime | None = None
+    """What `container.detect_runtime` found at agent start; container tasks fail without one."""
+    run_tool: ToolRunner = run_tool
+    """Runs helper commands with bytes on standard input (registry login)."""
 
 
 @dataclass
@@ -45,6 +55,7 @@ class TaskContext:
     layout: NodeLayout
     dirs: TaskDirs
     run_as: RunAs
+    """`nobody` (or the agent's own user) until PrepareDirs resolves the attempt's identity."""
     deps: RunDeps
     state: StepState
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -52,6 +63,7 @@ class TaskContext:
     env: dict[str, str] = field(default_factory=dict)
     process_started: bool = False
     process: ProcessResult | None = None
+    usage: ResourceUsage | None = None
     failure: StepError | None = None
     abandoned: bool = False
     report: TaskReport | None = None

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from nodeagent.errors import AttemptAbandoned, DownloadError
+from nodeagent.identity import RunAs
 from nodeagent.messages import FailureCategory, ResourceFileSpec
+from nodeagent.ownership import hand_over
 from nodeagent.steps.base import TaskContext
 
 log = logging.getLogger(__name__)
@@ -51,14 +53,23 @@ class DownloadResourceFiles:
                 continue
             mode = parse_file_mode(source.file_mode)
             paths = ctx.deps.blob.download(source, ctx.dirs.wd)
-            _apply_mode(paths, mode)
+            place_files(paths, mode, ctx.dirs.wd, ctx.run_as)
             ctx.state.mark_done(key, [str(path) for path in paths])
 
 
+def place_files(paths: list[Path], mode: int, wd: Path, run_as: RunAs) -> None:
+    """Apply the file mode, then give the files and the directories created for them to the task's user."""
+    _apply_mode(paths, mode)
+    try:
+        hand_over(paths, wd, run_as)
+    except OSError as exc:
+        raise DownloadError("ResourceFileWriteFailed", f"cannot give the files to the task user: {exc}") from exc
+
+
 def _apply_mode(paths: list[Path], mode: int) -> None:
-    """chmod each downloaded file."""
+    """chmod each downloaded file (never through a link a task may have put there)."""
     for path in paths:
         try:
-            os.chmod(path, mode)
+            os.chmod(path, mode, follow_symlinks=False)
         except OSError as exc:
             raise DownloadError("ResourceFileWriteFailed", f"cannot set the mode of {path.name}: {exc}") from exc

@@ -13,6 +13,8 @@ import psutil
 import pytest
 
 from batchyard import envfile
+from batchyard.services import Layout
+from batchyard.up import remove_accounts
 from tests.support.servers import free_port, wait_for
 from tests.support.stack import LocalStack, processes_mentioning, up_argv
 
@@ -91,6 +93,8 @@ def test_children_die_when_up_is_killed(tmp_path: Path) -> None:
     finally:
         for process in processes_mentioning(str(stack.data_dir)):
             process.kill()
+        stack.remove_shared_node_roots()
+        remove_accounts(Layout(stack.data_dir).user_prefix)
 
 
 def test_restart_keeps_jobs_and_credentials(tmp_path: Path) -> None:

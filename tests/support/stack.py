@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from batchyard import envfile, procs
 from batchyard.client import BatchClient
+from batchyard.services import SHARED_NODES_BASE, Layout
 from tests.support.servers import free_port
 
 START_TIMEOUT_SECONDS = 120.0
@@ -151,9 +153,16 @@ class LocalStack:
             procs.stop_all([child], 1.0)
             raise
         leftovers = self._leftovers(started)
+        self.remove_shared_node_roots()
         if check and leftovers:
             pytest.fail(f"processes left behind by batchyard up: {leftovers}")
         return code
+
+    def remove_shared_node_roots(self) -> None:
+        """Delete node roots a root-run stack kept outside its (temporary) data directory."""
+        nodes_dir = Layout(self.data_dir).nodes_dir
+        if nodes_dir.is_relative_to(SHARED_NODES_BASE):
+            shutil.rmtree(nodes_dir, ignore_errors=True)
 
     def _leftovers(self, started: list[psutil.Process]) -> list[str]:
         """Describe and kill (by pid) any process of this stack still alive after it stopped."""

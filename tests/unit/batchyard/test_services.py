@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from batchyard import services
 from batchyard.credentials import Credentials
@@ -49,7 +53,8 @@ def test_agent_settings(tmp_path: Path) -> None:
     env = services.agent_env(agent, Layout(tmp_path), 8080, 6400, "s3cret")
     assert env["NODEAGENT_NODE_ID"] == "local-2"
     assert env["NODEAGENT_POOL_ID"] == "local"
-    assert env["NODEAGENT_ROOT_DIR"] == str(tmp_path / "nodes" / "local-2")
+    assert env["NODEAGENT_ROOT_DIR"] == str(Layout(tmp_path).nodes_dir / "local-2")
+    assert env["NODEAGENT_USER_PREFIX"] == Layout(tmp_path).user_prefix
     assert env["NODEAGENT_TASK_SLOTS"] == "4"
     assert env["NODEAGENT_BROKER_URL"] == "redis://127.0.0.1:6400/0"
     assert env["NODEAGENT_CONTROLLER_URL"] == "http://127.0.0.1:8080"
@@ -72,3 +77,23 @@ def test_pool_body() -> None:
         "imageReference": {"publisher": "batchyard", "offer": "local", "sku": "host"},
         "nodeAgentSKUId": "batchyard.local",
     }
+
+
+def test_node_roots_stay_in_a_data_dir_other_users_can_reach() -> None:
+    # Given a data directory every user can traverse (/tmp is world-searchable)
+    reachable = Path(tempfile.mkdtemp(prefix="batchyard-open-", dir="/tmp"))
+    try:
+        reachable.chmod(0o755)
+        assert Layout(reachable).nodes_dir == reachable / "nodes"
+    finally:
+        reachable.rmdir()
+
+
+def test_a_private_data_dir_of_a_root_stack_keeps_node_roots_under_the_shared_base(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only a root stack switches task users")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    nodes = Layout(private).nodes_dir
+    assert nodes.parent == services.SHARED_NODES_BASE
+    assert nodes != Layout(tmp_path / "other").nodes_dir

@@ -58,3 +58,9 @@ def test_preparation_task_id_defaults_to_jobpreparation() -> None:
 def test_durations_in_seconds() -> None:
     assert specs.seconds("PT1M30S") == 90.0
     assert specs.seconds(None) is None
+
+
+def test_task_package_references_override_the_pools_for_the_same_application() -> None:
+    pool = {"applicationPackageReferences": [{"applicationId": "Tool", "version": "1"}, {"applicationId": "lib"}]}
+    task = {"applicationPackageReferences": [{"applicationId": "tool", "version": "2"}]}
+    assert specs.package_references(pool, task) == [{"applicationId": "lib"}, {"applicationId": "tool", "version": "2"}]

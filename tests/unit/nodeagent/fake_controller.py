@@ -10,7 +10,7 @@ import httpx
 
 from nodeagent import messages
 from nodeagent.client import ControllerClient, RetryPolicy
-from nodeagent.messages import AttemptSpec
+from nodeagent.messages import AttemptSpec, HeartbeatAnswer, PoolConfig
 
 SECRET = "test-secret"
 
@@ -24,6 +24,8 @@ class FakeController:
     heartbeats: list[dict[str, object]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     report_status: int = 200
+    pool_config: PoolConfig | None = None
+    lease_seconds: float = 30.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -38,7 +40,15 @@ class FakeController:
                 self.reports[path.split("/")[-2]] = body
                 return httpx.Response(self.report_status, json={"accepted": True})
             self.heartbeats.append(body)
-            return httpx.Response(200, json={"stale_attempts": self.stale})
+            return httpx.Response(200, content=self._answer(body).model_dump_json())
+
+    def _answer(self, beat: dict[str, object]) -> HeartbeatAnswer:
+        """Stale attempts, the lease, and the pool config when the node reports another version."""
+        config = self.pool_config
+        changed = config is not None and beat.get("pool_config_version") != config.version
+        return HeartbeatAnswer(
+            stale_attempts=self.stale, pool_config=config if changed else None, lease_seconds=self.lease_seconds
+        )
 
     def client(self) -> ControllerClient:
         http = httpx.Client(transport=httpx.MockTransport(self.handle))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nodeagent.agent import AgentRuntime
-from nodeagent.messages import TaskReport
+from nodeagent.identity import IdentityResolver
+from nodeagent.messages import PoolConfig, StartTaskSpec, TaskReport
 from nodeagent.settings import AgentSettings
 from nodeagent.state import Spool
 from nodeagent.testing import FakeBlobStore, make_attempt_spec
@@ -34,7 +35,8 @@ def runtime(tmp_path: Path, controller: FakeController) -> Iterator[AgentRuntime
         kill_grace_seconds=0.5,
         advertise_host="10.0.0.5",
     )
-    agent = AgentRuntime(settings, client=controller.client(), blob=FakeBlobStore())
+    # Identities are not switched here: test_identity.py and test_users.py create real accounts.
+    agent = AgentRuntime(settings, client=controller.client(), blob=FakeBlobStore(), identities=IdentityResolver())
     yield agent
     agent.stop()
 
@@ -123,3 +125,52 @@ def test_start_replays_reports_spooled_by_an_earlier_run(runtime: AgentRuntime, 
     # Then the report reaches the controller and leaves the spool
     _wait_for(lambda: "old" in controller.reports)
     _wait_for(lambda: Spool(runtime.layout).pending() == [])
+
+
+def test_a_node_without_pool_config_keeps_beating_as_starting(
+    runtime: AgentRuntime, controller: FakeController
+) -> None:
+    runtime.start()
+    _wait_for(lambda: len(controller.heartbeats) >= 3)
+    assert {beat["readiness"] for beat in controller.heartbeats} == {"starting"}
+    assert controller.heartbeats[-1]["pool_config_version"] == ""
+
+
+def test_the_pool_config_is_applied_and_reported(runtime: AgentRuntime, controller: FakeController) -> None:
+    # Given a controller with a pool config holding a start task
+    controller.pool_config = PoolConfig(
+        pool_id="p",
+        version="cfg-7",
+        account_name="a",
+        account_url="http://a",
+        start_task=StartTaskSpec(command_line="/bin/echo started"),
+    )
+    controller.lease_seconds = 45.0
+    # When the agent runs
+    runtime.start()
+    # Then it reports the config applied, the start task done and the node ready
+    _wait_for(lambda: controller.heartbeats[-1]["readiness"] == "ready")
+    last = controller.heartbeats[-1]
+    assert last["pool_config_version"] == "cfg-7"
+    start_task = last["start_task"]
+    assert isinstance(start_task, dict) and start_task["result"] == "success"
+    assert (runtime.layout.startup / "stdout.txt").read_text() == "started\n"
+    assert runtime.lease_seconds == 45.0
+
+
+def test_a_finished_attempt_is_kept_for_retention_and_a_rerun_cancels_it(
+    runtime: AgentRuntime, controller: FakeController
+) -> None:
+    # Given a finished attempt kept for an hour
+    controller.specs["a1"] = make_attempt_spec(attempt_id="a1", node_id="node-1", retention_seconds=3600)
+    runtime.handle_dispatch(dispatch("a1"))
+    task_dir = runtime.layout.task_dirs("job-1", "task-1").task_dir
+    assert [entry.task_dir for entry in runtime.retention.pending()] == [str(task_dir)]
+    # When the task runs again, its directory is recorded again with the new deadline only
+    controller.specs["a2"] = make_attempt_spec(attempt_id="a2", node_id="node-1", retention_seconds=0)
+    runtime.handle_dispatch(dispatch("a2"))
+    pending = runtime.retention.pending()
+    assert len(pending) == 1 and pending[0].deadline <= time.time()
+    # And the sweeper deletes it
+    assert runtime.retention.sweep() == 1
+    assert not task_dir.exists()

@@ -7,6 +7,7 @@ import pytest
 
 from nodeagent.agent import AgentRuntime
 from nodeagent.celery_app import celery_config, create_app, worker_argv
+from nodeagent.identity import IdentityResolver
 from nodeagent.messages import RUN_ATTEMPT_TASK, node_queue
 from nodeagent.settings import AgentSettings
 from nodeagent.testing import FakeBlobStore
@@ -28,7 +29,10 @@ def settings(tmp_path: Path) -> AgentSettings:
 
 @pytest.fixture
 def runtime(settings: AgentSettings) -> Iterator[AgentRuntime]:
-    agent = AgentRuntime(settings, client=FakeController().client(), blob=FakeBlobStore())
+    # Identities are not switched here: test_identity.py and test_users.py create real accounts.
+    agent = AgentRuntime(
+        settings, client=FakeController().client(), blob=FakeBlobStore(), identities=IdentityResolver()
+    )
     yield agent
     agent.stop()
 

@@ -191,3 +191,128 @@ def test_parse_range(header: str | None, expected: ByteRange | None) -> None:
 def test_parse_range_unsatisfiable(header: str) -> None:
     with pytest.raises(Unsatisfiable):
         parse_range(header, 10)
+
+
+def listing(server: FileServer, path: str) -> list[messages.FileEntry]:
+    """The entries a signed list request answers."""
+    answer = fetch(server, path)
+    assert answer.status == 200, answer.status
+    assert answer.header("Content-Type") == "application/json"
+    return messages.FileListing.model_validate_json(answer.body).entries
+
+
+def test_list_names_direct_children_relative_to_the_root(server: FileServer, root: Path) -> None:
+    # Given a task directory with a file and a subdirectory holding another file
+    task = root / "workitems" / "j" / "job-1" / "t"
+    (task / "wd").mkdir()
+    (task / "wd" / "out.txt").write_text("abc")
+    # When the task directory is listed without recursion
+    entries = listing(server, "/workitems/j/job-1/t?list=1")
+    # Then its direct children are named relative to the node root, directories marked
+    assert [(e.path, e.is_directory, e.size) for e in entries] == [
+        ("workitems/j/job-1/t/stdout.txt", False, 10),
+        ("workitems/j/job-1/t/wd", True, 0),
+    ]
+    mode = os.stat(task / "stdout.txt").st_mode & 0o7777
+    assert entries[0].mode == f"{mode:04o}"
+    assert entries[0].modified.tzinfo is not None
+
+
+def test_recursive_list_walks_the_tree(server: FileServer, root: Path) -> None:
+    (root / "shared" / "a" / "b").mkdir(parents=True)
+    (root / "shared" / "a" / "b" / "deep.txt").write_text("d")
+    entries = listing(server, "/shared?list=1&recursive=true")
+    assert [e.path for e in entries] == ["shared/a", "shared/a/b", "shared/a/b/deep.txt"]
+
+
+def test_the_root_itself_can_be_listed(server: FileServer) -> None:
+    assert [e.path for e in listing(server, "/?list=1")] == ["shared", "workitems"]
+    assert [e.path for e in listing(server, "?list=1")] == ["shared", "workitems"]
+
+
+def test_list_skips_symlinks_leaving_the_root_and_never_descends_links(server: FileServer, root: Path) -> None:
+    # Given links out of the root, a link to a directory inside it, and a broken link
+    outside = root.parent / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("s")
+    (root / "shared" / "out-file").symlink_to(outside / "secret.txt")
+    (root / "shared" / "out-dir").symlink_to(outside)
+    (root / "shared" / "in-dir").symlink_to(root / "workitems")
+    (root / "shared" / "broken").symlink_to(root / "nothing")
+    # When the tree is listed recursively
+    paths = [e.path for e in listing(server, "/shared?list=1&recursive=true")]
+    # Then only the inside link is listed, and nothing below it
+    assert paths == ["shared/in-dir"]
+
+
+def test_list_of_a_file_is_409(server: FileServer) -> None:
+    assert fetch(server, TASK_STDOUT + "?list=1").status == 409
+
+
+def test_list_signature_covers_the_path_without_query(server: FileServer) -> None:
+    answer = fetch(server, "/shared?list=1", sign=False, headers=signed_headers(SECRET, "GET", "/x", b""))
+    assert answer.status == 403
+
+
+def test_list_of_a_missing_directory_is_404(server: FileServer) -> None:
+    assert fetch(server, "/shared/none?list=1").status == 404
+
+
+def test_list_escaping_the_root_is_400(server: FileServer) -> None:
+    assert fetch(server, "/..%2F?list=1").status == 400
+
+
+def test_delete_removes_a_file(server: FileServer, root: Path) -> None:
+    assert fetch(server, TASK_STDOUT, "DELETE").status == 200
+    assert not (root / TASK_STDOUT.lstrip("/")).exists()
+
+
+def test_delete_of_a_missing_path_is_404(server: FileServer) -> None:
+    assert fetch(server, "/shared/none.txt", "DELETE").status == 404
+
+
+def test_delete_of_a_non_empty_directory_needs_recursive(server: FileServer, root: Path) -> None:
+    # Given a directory with a file in it
+    task = root / "workitems" / "j" / "job-1" / "t"
+    # When it is deleted without, then with recursive
+    without = fetch(server, "/workitems/j/job-1/t", "DELETE").status
+    present = task.exists()
+    with_flag = fetch(server, "/workitems/j/job-1/t?recursive=true", "DELETE").status
+    # Then the first is refused and the second removes the tree
+    assert (without, present, with_flag) == (409, True, 200)
+    assert not task.exists()
+
+
+def test_delete_of_an_empty_directory(server: FileServer, root: Path) -> None:
+    (root / "shared" / "empty").mkdir()
+    assert fetch(server, "/shared/empty", "DELETE").status == 200
+    assert not (root / "shared" / "empty").exists()
+
+
+def test_delete_removes_a_symlink_not_its_target(server: FileServer, root: Path) -> None:
+    target = root / "workitems" / "j" / "job-1" / "t" / "stdout.txt"
+    (root / "shared" / "link").symlink_to(target)
+    assert fetch(server, "/shared/link", "DELETE").status == 200
+    assert not (root / "shared" / "link").is_symlink() and target.exists()
+
+
+@pytest.mark.parametrize("path", ["/", "", "/..%2Fnode", "/shared%2F..%2F..", "/%2E%2E/outside.txt"])
+def test_delete_of_the_root_or_outside_it_is_400(server: FileServer, root: Path, path: str) -> None:
+    (root.parent / "outside.txt").write_text("keep")
+    assert fetch(server, path, "DELETE").status == 400
+    assert (root.parent / "outside.txt").exists() and root.exists()
+
+
+def test_delete_through_a_symlinked_parent_leaving_the_root_is_400(server: FileServer, root: Path) -> None:
+    outside = root.parent / "elsewhere"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("keep")
+    (root / "shared" / "door").symlink_to(outside)
+    assert fetch(server, "/shared/door/victim.txt", "DELETE").status == 400
+    assert (outside / "victim.txt").exists()
+
+
+def test_delete_needs_a_delete_signature(server: FileServer, root: Path) -> None:
+    assert fetch(server, TASK_STDOUT, "DELETE", sign_as="GET").status == 403
+    assert fetch(server, TASK_STDOUT, "DELETE", sign=False).status == 403
+    assert (root / TASK_STDOUT.lstrip("/")).exists()

@@ -34,3 +34,11 @@ def test_loop_beats_until_stopped() -> None:
     heartbeat.start()
     assert sent.acquire(timeout=2) and sent.acquire(timeout=2)
     heartbeat.stop()
+
+
+def test_the_whole_answer_is_handed_over() -> None:
+    answers: list[HeartbeatAnswer] = []
+    answer = HeartbeatAnswer(lease_seconds=12.5)
+    heartbeat = Heartbeat(lambda beat: answer, lambda: BEAT, lambda ids: None, 1.0, on_answer=answers.append)
+    assert heartbeat.beat()
+    assert answers == [answer]

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from nodeagent.identity import RunAs
-from nodeagent.layout import NodeLayout, PathEscapeError, check_name, safe_join, task_environment
-from nodeagent.messages import UserIdentitySpec
+from nodeagent.layout import (
+    NodeLayout,
+    PathEscapeError,
+    check_name,
+    safe_join,
+    start_task_environment,
+    task_environment,
+)
+from nodeagent.messages import ApplicationPackageSpec, PoolConfig, StartTaskSpec, UserIdentitySpec
 from nodeagent.testing import make_attempt_spec
 
 RUN_AS = RunAs(uid=1000, gid=1000, groups=(), home="/home/u", username="batchuser")
@@ -104,3 +112,51 @@ def test_safe_join_refuses_a_symlinked_parent_leading_out(tmp_path: Path) -> Non
     (wd / "link").symlink_to(outside)
     with pytest.raises(PathEscapeError):
         safe_join(wd, "link/file.txt")
+
+
+def test_create_sets_the_node_directory_modes(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    layout.create()
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in ("shared", "startup", "volatile")}
+    assert modes == {"shared": 0o1777, "startup": 0o755, "volatile": 0o700}
+    assert stat.S_IMODE(layout.applications.stat().st_mode) == 0o755
+
+
+def test_environment_names_the_job_preparation_directories(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    spec = make_attempt_spec(job_id="j", task_id="t", job_preparation_task_id="jobpreparation")
+    env = task_environment(layout, layout.task_dirs("j", "t"), spec, RUN_AS, "/bin")
+    prep = layout.task_dirs("j", "jobpreparation")
+    assert env["AZ_BATCH_JOB_PREP_DIR"] == str(prep.task_dir)
+    assert env["AZ_BATCH_JOB_PREP_WORKING_DIR"] == str(prep.wd)
+    plain = task_environment(layout, layout.task_dirs("j", "t"), make_attempt_spec(), RUN_AS, "/bin")
+    assert "AZ_BATCH_JOB_PREP_DIR" not in plain
+
+
+def test_environment_names_the_application_packages(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    package = ApplicationPackageSpec(application_id="Blender", version="2.7", package_url="u", is_default=True)
+    spec = make_attempt_spec(application_packages=[package])
+    env = task_environment(layout, layout.task_dirs("job-1", "task-1"), spec, RUN_AS, "/bin")
+    assert env["AZ_BATCH_APP_PACKAGE_blender_2_7"] == env["AZ_BATCH_APP_PACKAGE_blender"]
+    assert env["AZ_BATCH_APP_PACKAGE_blender"] == str(tmp_path / "applications" / "Blender_2.7")
+
+
+def test_start_task_environment_has_no_job_or_task_id(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    package = ApplicationPackageSpec(application_id="tool", version="1", package_url="u")
+    config = PoolConfig(
+        pool_id="p",
+        version="1",
+        account_name="acct",
+        account_url="http://acct",
+        application_packages=[package],
+        start_task=StartTaskSpec(command_line="x", environment={"AZ_BATCH_POOL_ID": "spoof", "MINE": "1"}),
+    )
+    env = start_task_environment(layout, config, "node-9", RUN_AS, "/bin")
+    assert env["AZ_BATCH_POOL_ID"] == "p" and env["AZ_BATCH_NODE_ID"] == "node-9" and env["MINE"] == "1"
+    assert env["AZ_BATCH_TASK_DIR"] == str(layout.startup)
+    assert env["AZ_BATCH_TASK_WORKING_DIR"] == env["HOME"] == str(layout.startup_wd)
+    assert env["AZ_BATCH_TASK_USER_IDENTITY"] == "PoolNonAdmin"
+    assert env["AZ_BATCH_APP_PACKAGE_tool_1"] == str(layout.applications / "tool_1")
+    assert not {"AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID"} & set(env)

@@ -191,3 +191,36 @@ def _in_group(proc: psutil.Process, pgid: int) -> bool:
         return os.getpgid(proc.pid) == pgid
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def test_run_tool_captures_output_and_exit_code() -> None:
+    result = process.run_tool(["/bin/sh", "-c", "echo out; echo err >&2; exit 4"])
+    assert (result.exit_code, result.ok) == (4, False)
+    assert result.output.splitlines() == ["out", "err"]
+
+
+def test_run_tool_feeds_input_on_stdin() -> None:
+    result = process.run_tool(["cat"], input=b"secret line\n")
+    assert result.ok and result.output == "secret line"
+
+
+def test_run_tool_finds_sbin_programs_with_its_own_path() -> None:
+    assert process.run_tool(["useradd", "--help"]).output.startswith("Usage: useradd")
+
+
+def test_run_tool_kills_a_program_past_its_timeout() -> None:
+    started = time.monotonic()
+    result = process.run_tool(["/bin/sh", "-c", "sleep 30 & sleep 30"], timeout=0.3)
+    assert result.exit_code == process.TOOL_TIMED_OUT
+    assert time.monotonic() - started < 10
+
+
+def test_run_tool_reports_a_missing_program() -> None:
+    assert process.run_tool(["/nonexistent/tool"]).exit_code == process.TOOL_NOT_FOUND
+
+
+def test_kill_user_processes_refuses_root_and_the_agent() -> None:
+    with pytest.raises(ValueError):
+        process.kill_user_processes(0)
+    with pytest.raises(ValueError):
+        process.kill_user_processes(os.getuid())

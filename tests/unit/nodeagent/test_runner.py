@@ -8,10 +8,12 @@ import pytest
 
 from nodeagent import runner
 from nodeagent.errors import AttemptAbandoned, CommandFailed, DownloadError, StepError, UploadError
+from nodeagent.identity import IdentityResolver, UserNames
 from nodeagent.layout import NodeLayout
-from nodeagent.messages import FailureCategory, OutputFileSpec, ResourceFileSpec
+from nodeagent.messages import FailureCategory, OutputFileSpec, ResourceFileSpec, UserIdentitySpec
 from nodeagent.steps.base import RunDeps, Step, TaskContext
 from nodeagent.testing import FakeBlobStore, FakeReporter, make_attempt_spec, make_context
+from nodeagent.users import Accounts
 
 
 @dataclass
@@ -191,3 +193,54 @@ def test_program_not_found(tmp_path: Path) -> None:
     report = reporter.reports[0][1]
     assert report.outcome == "preprocessing_error"
     assert report.failure is not None and report.failure.code == "CommandProgramNotFound"
+
+
+def test_the_pipeline_installs_packages_before_resource_files() -> None:
+    assert [step.name for step in runner.default_steps()] == [
+        "PrepareDirs",
+        "InstallPackages",
+        "DownloadResourceFiles",
+        "RunCommandLine",
+    ]
+
+
+def test_an_undefined_user_identity_is_reported_as_a_preprocessing_error(tmp_path: Path) -> None:
+    # Given an attempt naming a user the pool does not define
+    reporter = FakeReporter()
+    spec = make_attempt_spec(user_identity=UserIdentitySpec(username="ghost"))
+    # When it runs
+    ctx = runner.run(spec, NodeLayout(tmp_path), _deps(FakeBlobStore(), reporter))
+    # Then it fails before its command with UserIdentityNotFound, and the report says so
+    assert ctx.process is None
+    ((attempt_id, report),) = reporter.reports
+    assert report.outcome == "preprocessing_error"
+    assert report.failure is not None and (report.failure.code, report.failure.category) == (
+        "UserIdentityNotFound",
+        "usererror",
+    )
+
+
+def test_a_task_scope_attempt_runs_as_its_own_account(node_root: Path, user_prefix: str) -> None:
+    # Given an attempt with a task-scope identity on a root agent
+    reporter = FakeReporter()
+    deps = RunDeps(
+        blob=FakeBlobStore(),
+        reporter=reporter,
+        agent_path="/usr/bin:/bin",
+        kill_grace=0.5,
+        identities=IdentityResolver(Accounts(), UserNames(user_prefix)),
+    )
+    spec = make_attempt_spec(
+        command_line="/bin/sh -c 'id -u; id -G; echo x > out.txt'",
+        user_identity=UserIdentitySpec(auto_user_scope="task"),
+    )
+    NodeLayout(node_root).create()
+    # When it runs through the whole pipeline
+    ctx = runner.run(spec, NodeLayout(node_root), deps)
+    # Then it ran as the task's account, which owns its output and logs
+    assert reporter.reports[0][1].exit_code == 0
+    uid, groups = ctx.dirs.stdout.read_text().split("\n")[:2]
+    assert (uid, groups) == (str(ctx.run_as.uid), str(ctx.run_as.gid))
+    assert ctx.run_as.username == deps.identities.names.task_user(spec.job_id, spec.task_id)
+    for path in (ctx.dirs.stdout, ctx.dirs.wd / "out.txt"):
+        assert path.stat().st_uid == ctx.run_as.uid

@@ -6,11 +6,13 @@ from pathlib import Path
 import pytest
 
 from nodeagent.errors import AttemptAbandoned, DownloadError
-from nodeagent.messages import ResourceFileSpec
+from nodeagent.identity import IdentityResolver, UserNames
+from nodeagent.messages import ResourceFileSpec, UserIdentitySpec
 from nodeagent.steps import DownloadResourceFiles, PrepareDirs
 from nodeagent.steps.base import RunDeps, Step, TaskContext
 from nodeagent.steps.download_resources import parse_file_mode
 from nodeagent.testing import FakeBlobStore, FakeReporter, make_attempt_spec, make_context
+from nodeagent.users import Accounts
 
 _: Step = DownloadResourceFiles()
 
@@ -69,3 +71,26 @@ def test_cancelled_attempt_stops_downloading(tmp_path: Path) -> None:
     ctx.cancel.set()
     with pytest.raises(AttemptAbandoned):
         DownloadResourceFiles().run(ctx)
+
+
+def test_downloaded_files_belong_to_the_task_user(node_root: Path, user_prefix: str) -> None:
+    # Given a task-scope identity and a resource file in a subdirectory
+    blob = FakeBlobStore(sources={"http://s/a": b"A"})
+    deps = RunDeps(
+        blob=blob,
+        reporter=FakeReporter(),
+        agent_path="/bin",
+        identities=IdentityResolver(Accounts(), UserNames(user_prefix)),
+    )
+    spec = make_attempt_spec(
+        user_identity=UserIdentitySpec(auto_user_scope="task"),
+        resource_files=[ResourceFileSpec(http_url="http://s/a", file_path="deep/dir/a.txt")],
+    )
+    ctx = make_context(node_root, spec, deps)
+    PrepareDirs().run(ctx)
+    # When it is downloaded
+    DownloadResourceFiles().run(ctx)
+    # Then the file and the directories made for it are the task user's
+    for path in (ctx.dirs.wd / "deep", ctx.dirs.wd / "deep" / "dir", ctx.dirs.wd / "deep" / "dir" / "a.txt"):
+        assert path.stat().st_uid == ctx.run_as.uid
+    assert ctx.dirs.wd.stat().st_uid == ctx.run_as.uid

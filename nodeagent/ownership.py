@@ -1,0 +1,91 @@
+"""Directories and files handed to a task's OS user, without ever following a symbolic link.
+
+The agent runs as root and works in directories a task user owns: a task (or an
+earlier attempt of it) may have replaced `wd`, `stdout.txt` or `.ssh` with a
+link to `/etc`. Every helper here opens with O_NOFOLLOW, replaces links instead
+of going through them, and changes ownership and mode on the open descriptor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nodeagent.identity import RunAs
+
+
+def own_dir(path: Path, run_as: RunAs, mode: int) -> None:
+    """Create directory `path` if needed (a link in its place is removed) and give it to `run_as` with `mode`."""
+    if path.is_symlink():
+        path.unlink()
+    path.mkdir(exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        _fown(fd, run_as)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def fresh_file(path: Path, run_as: RunAs, mode: int, data: bytes = b"") -> None:
+    """Replace `path` with a new file holding `data`, owned by `run_as`, with `mode`."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        _fown(fd, run_as)
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def hand_over(paths: Iterable[Path], base: Path, run_as: RunAs) -> None:
+    """Give each path, and every directory between it and `base`, to `run_as` (links themselves, not targets)."""
+    done: set[Path] = set()
+    for path in paths:
+        current = path
+        while current != base and current.is_relative_to(base) and current not in done:
+            _lchown(current, run_as)
+            done.add(current)
+            current = current.parent
+
+
+def give_tree(root: Path, run_as: RunAs) -> None:
+    """Give `root` and everything below it to `run_as`, never following links (fd-relative, so races cannot)."""
+    _lchown(root, run_as)
+    for _, subdirs, files, dir_fd in os.fwalk(root, follow_symlinks=False):
+        for name in (*subdirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(name, run_as.uid, run_as.gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def owned_by(path: Path, run_as: RunAs) -> bool:
+    """True when `path` itself (not a link target) belongs to `run_as`'s uid."""
+    try:
+        return path.lstat().st_uid == run_as.uid
+    except FileNotFoundError:
+        return False
+
+
+def _fown(fd: int, run_as: RunAs) -> None:
+    """chown an open file to `run_as` unless it already belongs to it."""
+    info = os.fstat(fd)
+    if (info.st_uid, info.st_gid) != (run_as.uid, run_as.gid):
+        os.fchown(fd, run_as.uid, run_as.gid)
+
+
+def _lchown(path: Path, run_as: RunAs) -> None:
+    """chown `path` itself to `run_as` unless it already belongs to it; a vanished path is skipped."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if (info.st_uid, info.st_gid) != (run_as.uid, run_as.gid):
+        os.chown(path, run_as.uid, run_as.gid, follow_symlinks=False)
