@@ -14,9 +14,10 @@ import httpx
 import psutil
 import pytest
 
-from batchyard import envfile, procs
+from batchyard import envfile, procs, services
 from batchyard.client import BatchClient
-from batchyard.services import SHARED_NODES_BASE, Layout
+from batchyard.credentials import load_or_create
+from batchyard.services import SHARED_NODES_BASE, AgentSpec, Layout
 from tests.support.servers import free_port
 
 START_TIMEOUT_SECONDS = 120.0
@@ -113,6 +114,15 @@ class LocalStack:
     def client(self) -> BatchClient:
         """A signed REST client for this stack."""
         return BatchClient(self.url, self.account_name, self.account_key)
+
+    def start_agent(self, pool_id: str, node_id: str, slots: int = 2) -> procs.Child:
+        """Start one more node agent joined to `pool_id`, the way `up` starts its own; the caller stops it."""
+        layout = Layout(self.data_dir)
+        secret = load_or_create(self.data_dir).node_secret
+        agent = AgentSpec(node_id=node_id, slots=slots, file_server_port=free_port())
+        env = {**services.agent_env(agent, layout, self.port, self.redis_port, secret), "NODEAGENT_POOL_ID": pool_id}
+        layout.node_root(node_id).mkdir(parents=True, exist_ok=True)
+        return procs.start(node_id, services.python_argv("nodeagent"), env, layout.log(node_id))
 
     def start(self) -> None:
         """Run `batchyard up` and wait until its env file exists and the controller answers /healthz."""
