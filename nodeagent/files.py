@@ -39,7 +39,6 @@ from nodeagent import messages
 
 log = logging.getLogger(__name__)
 
-IS_DIRECTORY_HEADER = "x-batchyard-is-directory"
 """Header set to `true` when the requested path is a directory."""
 
 CHUNK_BYTES = 64 * 1024
@@ -297,7 +296,7 @@ class FileRequestHandler(BaseHTTPRequestHandler):
         if stat.S_ISDIR(info.st_mode) and listing:
             self._send_listing(target, query_flag(query, messages.RECURSIVE_QUERY), send_body)
         elif stat.S_ISDIR(info.st_mode):
-            self._empty(HTTPStatus.OK, {IS_DIRECTORY_HEADER: "true", **_file_headers(info)})
+            self._empty(HTTPStatus.OK, {messages.IS_DIRECTORY_HEADER: "true", **_file_headers(info)})
         elif listing:
             self._empty(HTTPStatus.CONFLICT)
         else:

@@ -44,6 +44,9 @@ FILE_MODE_HEADER = "x-batchyard-file-mode"
 CREATION_TIME_HEADER = "x-batchyard-creation-time"
 """Agent file-server header: the file's creation (change) time, RFC-1123."""
 
+IS_DIRECTORY_HEADER = "x-batchyard-is-directory"
+"""Agent file-server header: `true` when the path is a directory (GET/HEAD answer no body for it)."""
+
 
 def node_queue(node_id: str) -> str:
     """Celery queue that one node consumes."""

@@ -23,6 +23,7 @@ from nodeagent.messages import (
     DATE_HEADER,
     FILE_MODE_HEADER,
     FILE_SERVER_PREFIX,
+    IS_DIRECTORY_HEADER,
     LIST_QUERY,
     RECURSIVE_QUERY,
     SIGNATURE_HEADER,
@@ -30,8 +31,6 @@ from nodeagent.messages import (
     FileListing,
     node_signature,
 )
-
-IS_DIRECTORY_HEADER = "x-batchyard-is-directory"
 
 
 @dataclass
@@ -129,9 +128,9 @@ async def open_file(ctx: Context, location: Location, file_path: str, method: st
     extra = {"range": byte_range} if byte_range else None
     response = await _send(ctx, location, method, _joined(location, file_path), extra=extra)
     await _raise_for_status(response, file_path)
-    return FileStream(
-        response.status_code, _file_headers(response, f"{location.public}/{quote(file_path, safe='')}"), response
-    )
+    headers = _file_headers(response, f"{location.public}/{quote(file_path, safe='')}")
+    # The service answers a ranged read (ocp-range) with 200, not 206: the SDKs accept only 200.
+    return FileStream(200, headers, response)
 
 
 def _file_headers(response: httpx.Response, public_url: str) -> dict[str, str]:

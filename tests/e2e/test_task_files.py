@@ -70,6 +70,7 @@ def test_files_are_readable_while_running_and_terminate_kills_the_process(shared
     assert _read(client, "files-live", "sleeper", "wd/progress.txt") == b"partial\n"
     properties = client.get_task_file_properties("files-live", "sleeper", "stdout.txt")
     assert properties.content_length == len(b"started\n")
+    assert b"".join(client.download_task_file("files-live", "sleeper", "stdout.txt", ocp_range="bytes=2-4")) == b"art"
     assert _sleeping(marker)
     # And the job is terminated
     client.begin_terminate_job("files-live", {"terminateReason": "stop"}, polling_interval=0).result()

@@ -10,7 +10,7 @@ import pytest
 
 from nodeagent import messages
 from nodeagent.client import signed_headers
-from nodeagent.files import IS_DIRECTORY_HEADER, ByteRange, FileServer, Unsatisfiable, parse_range
+from nodeagent.files import ByteRange, FileServer, Unsatisfiable, parse_range
 
 SECRET = "node-secret"
 
@@ -136,7 +136,7 @@ def test_missing_file_is_404(server: FileServer) -> None:
 def test_directory_is_marked(server: FileServer) -> None:
     answer = fetch(server, "/workitems/j")
     assert (answer.status, answer.body) == (200, b"")
-    assert answer.header(IS_DIRECTORY_HEADER) == "true"
+    assert answer.header(messages.IS_DIRECTORY_HEADER) == "true"
 
 
 def test_percent_encoded_names(server: FileServer, root: Path) -> None:
