@@ -348,13 +348,19 @@ class NodeHeartbeat(WireModel):
     """`docker` or `podman` when the node can run container tasks."""
 
 
+NodeCommand = Literal["reboot", "leave"]
+"""`reboot`: stop every attempt and restart the agent process (the start task runs again).
+`leave`: the node was removed from its pool; stop every attempt and run nothing more."""
+
+
 class HeartbeatAnswer(WireModel):
-    """The controller's answer: attempts to stop, the pool config when it changed, the lease length."""
+    """The controller's answer: attempts to stop, the pool config when it changed, the lease length, a command."""
 
     stale_attempts: list[str] = Field(default_factory=list)
     pool_config: PoolConfig | None = None
     lease_seconds: float = 30.0
     """How long a running attempt's lease lasts without a heartbeat: past it the agent fences itself."""
+    command: NodeCommand | None = None
 
 
 LIST_QUERY = "list"
