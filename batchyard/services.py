@@ -123,9 +123,20 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def controller_env(port: int, redis_port: int, blob_port: int, credentials: Credentials) -> dict[str, str]:
-    """The controller's CONTROLLER_* settings."""
+def controller_env(
+    port: int, redis_port: int, blob_port: int, credentials: Credentials, layout: Layout | None = None
+) -> dict[str, str]:
+    """The controller's CONTROLLER_* settings; with a layout, it starts the stack's agents (`local` provider)."""
+    provider = {}
+    if layout is not None:
+        provider = {
+            "CONTROLLER_NODE_PROVIDER": "local",
+            "CONTROLLER_LOCAL_NODES_DIR": str(layout.nodes_dir),
+            "CONTROLLER_LOCAL_LOGS_DIR": str(layout.logs_dir),
+            "CONTROLLER_LOCAL_USER_PREFIX": layout.user_prefix,
+        }
     return {
+        **provider,
         **base_env(),
         "CONTROLLER_HOST": LOOPBACK,
         "CONTROLLER_PORT": str(port),

@@ -18,7 +18,8 @@ from batchyard.client import BatchClient
 from batchyard.credentials import Credentials, load_or_create
 from batchyard.ports import PortInUse, free_port, require_free
 from batchyard.readiness import StartupFailed, http_answers, redis_answers, wait_until
-from batchyard.services import AgentSpec, Layout
+from batchyard.services import Layout
+from controller.providers.local import stop_recorded
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,11 @@ AZURITE_TIMEOUT_SECONDS = 60.0
 CONTROLLER_TIMEOUT_SECONDS = 60.0
 """Longest the controller may take to answer /healthz."""
 
-AGENT_GRACE_SECONDS = 15.0
-"""How long agents get to stop their tasks after SIGTERM before SIGKILL."""
+CONTROLLER_GRACE_SECONDS = 40.0
+"""How long the controller gets to stop (its agents stop their tasks first) after SIGTERM before SIGKILL."""
+
+AGENTS_TIMEOUT_SECONDS = 120.0
+"""Longest the pool's agents may take to register after the pool exists."""
 
 SERVICE_GRACE_SECONDS = 10.0
 """How long the controller, Azurite and Redis get after SIGTERM before SIGKILL."""
@@ -78,7 +82,6 @@ class Stack:
     redis_port: int
     lock: int
     services: list[procs.Child] = field(default_factory=list)
-    agents: list[procs.Child] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -102,25 +105,33 @@ class Stack:
 
     def start_controller(self) -> None:
         """Start the controller and wait for /healthz to answer 200."""
-        env = services.controller_env(self.options.port, self.redis_port, self.options.blob_port, self.credentials)
+        options = self.options
+        env = services.controller_env(options.port, self.redis_port, options.blob_port, self.credentials, self.layout)
         child = self._start_service("controller", services.python_argv("controller"), env)
         wait_until(child, http_answers(self.url + "/healthz", 200), CONTROLLER_TIMEOUT_SECONDS, "answering /healthz")
 
-    def start_agents(self) -> None:
-        """Start the agents; they register with the controller on their own."""
-        for node_id in services.node_ids(self.options.agents):
-            agent = AgentSpec(node_id=node_id, slots=self.options.slots, file_server_port=free_port())
-            self.layout.node_root(node_id).mkdir(parents=True, exist_ok=True)
-            env = services.agent_env(agent, self.layout, self.options.port, self.redis_port,
-                                     self.credentials.node_secret)  # fmt: skip
-            self.agents.append(procs.start(node_id, services.python_argv("nodeagent"), env, self.layout.log(node_id)))
+    def wait_for_agents(self) -> None:
+        """Wait until the controller's local node provider has the pool's agents registered and ready."""
+        deadline = time.monotonic() + AGENTS_TIMEOUT_SECONDS
+        with BatchClient(self.url, self.credentials.account_name, self.credentials.account_key) as client:
+            while time.monotonic() < deadline:
+                self.check_alive()
+                response = client.get(f"/pools/{services.POOL_ID}/nodes")
+                nodes = response.json().get("value", []) if response.status_code == 200 else []
+                if sum(node["state"] in ("idle", "running") for node in nodes) >= self.options.agents:
+                    return
+                time.sleep(0.2)
+        raise UpError(f"the agents of pool {services.POOL_ID} did not register; see {self.layout.logs_dir}")
 
     def create_pool(self) -> None:
-        """Create pool `local`; one left by an earlier run is fine."""
+        """Create pool `local` with one node per agent; a pool left by an earlier run is resized to match."""
         body = services.pool_body(self.options.agents, self.options.slots)
         with BatchClient(self.url, self.credentials.account_name, self.credentials.account_key) as client:
             response = client.post("/pools", body)
-        if response.status_code == 201 or (response.status_code == 409 and "PoolExists" in response.text):
+            if response.status_code == 409 and "PoolExists" in response.text:
+                resize = {"targetDedicatedNodes": self.options.agents}
+                response = client.post(f"/pools/{services.POOL_ID}/resize", resize)
+        if response.status_code in (201, 202):
             return
         raise UpError(f"creating pool {services.POOL_ID} failed: HTTP {response.status_code} {response.text[:500]}")
 
@@ -132,15 +143,16 @@ class Stack:
 
     def check_alive(self) -> None:
         """Raise StartupFailed when any child has exited."""
-        for child in [*self.services, *self.agents]:
+        for child in self.services:
             if not child.alive():
                 raise StartupFailed(child, f"exited unexpectedly with code {child.process.returncode}")
 
     def stop(self) -> None:
         """Stop everything, agents first, then the services in reverse start order, then remove task accounts."""
-        procs.stop_all(self.agents, AGENT_GRACE_SECONDS)
         for child in reversed(self.services):
-            procs.stop_all([child], SERVICE_GRACE_SECONDS)
+            procs.stop_all([child], CONTROLLER_GRACE_SECONDS if child.name == "controller" else SERVICE_GRACE_SECONDS)
+        # The controller stops its agents; any it could not (it was killed) are stopped here.
+        stop_recorded(self.layout.nodes_dir)
         remove_accounts(self.layout.user_prefix)
 
 
@@ -200,7 +212,7 @@ def bring_up(stack: Stack) -> None:
     stack.start_azurite(azurite_binary)
     stack.start_controller()
     stack.create_pool()
-    stack.start_agents()
+    stack.wait_for_agents()
     values = envfile.env_values(stack.url, stack.credentials, stack.options.blob_port)
     announce(stack, envfile.write(stack.layout.data_dir, values), values)
 

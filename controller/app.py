@@ -20,6 +20,8 @@ from controller.api.responses import error_response
 from controller.context import Context
 from controller.dispatch import Dispatcher, make_celery
 from controller.errors import BatchError, NotFound
+from controller.providers.base import StaticProvider
+from controller.providers.local import LocalProvider
 from controller.scheduler import Scheduler
 from controller.services.jobs import resume_purges
 from controller.settings import ControllerSettings
@@ -32,7 +34,8 @@ log = logging.getLogger(__name__)
 
 JOB = "/jobs/{job_id}"
 TASK = JOB + "/tasks/{task_id}"
-NODE = "/pools/{pool_id}/nodes/{node_id}"
+POOL = "/pools/{pool_id}"
+NODE = POOL + "/nodes/{node_id}"
 
 ROUTES = [
     Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
@@ -49,9 +52,17 @@ ROUTES = [
     Route(TASK + "/files/{file_path:path}", files.task_file, methods=["GET", "HEAD", "DELETE"]),
     Route("/pools", pools.create_pool, methods=["POST"]),
     Route("/pools", pools.list_pools, methods=["GET"]),
-    Route("/pools/{pool_id}", pools.get_pool, methods=["GET"]),
+    Route(POOL, pools.get_pool, methods=["GET"]),
+    Route(POOL, pools.pool_exists, methods=["HEAD"]),
+    Route(POOL, pools.delete_pool, methods=["DELETE"]),
+    Route(POOL + "/resize", pools.resize_pool, methods=["POST"]),
+    Route(POOL + "/stopresize", pools.stop_resize, methods=["POST"]),
+    Route(POOL + "/removenodes", pools.remove_nodes, methods=["POST"]),
     Route("/pools/{pool_id}/nodes", pools.list_nodes, methods=["GET"]),
     Route(NODE, pools.get_node, methods=["GET"]),
+    Route(NODE + "/disablescheduling", pools.disable_scheduling, methods=["POST"]),
+    Route(NODE + "/enablescheduling", pools.enable_scheduling, methods=["POST"]),
+    Route(NODE + "/reboot", pools.reboot_node, methods=["POST"]),
     Route(NODE + "/files", files.node_files, methods=["GET"]),
     Route(NODE + "/files/{file_path:path}", files.node_file, methods=["GET", "HEAD", "DELETE"]),
     Route("/applications", applications.list_applications, methods=["GET"]),
@@ -105,6 +116,7 @@ def build_context(settings: ControllerSettings) -> Context:
             settings.applications_container,
             timedelta(seconds=settings.sas_lifetime_seconds),
         ),
+        provider=LocalProvider(settings) if settings.node_provider == "local" else StaticProvider(),
     )
 
 
@@ -117,14 +129,18 @@ def create_app(settings: ControllerSettings, run_scheduler: bool = True) -> Batc
         app.state.ctx = ctx
         app.state.background = set()
         loops = [asyncio.create_task(resume_purges(ctx))]
+        scheduler = Scheduler(ctx)
         if run_scheduler:
-            loops.append(asyncio.create_task(Scheduler(ctx).run()))
+            loops.append(asyncio.create_task(scheduler.run()))
         try:
             yield
         finally:
             for loop in loops + list(app.state.background):
                 loop.cancel()
             await asyncio.gather(*loops, *app.state.background, return_exceptions=True)
+            if scheduler.leading:
+                await asyncio.to_thread(ctx.provider.close)
+                await scheduler.resign()
             await ctx.http.aclose()
             await ctx.redis.aclose()
             ctx.dispatcher.close()

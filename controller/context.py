@@ -8,6 +8,7 @@ import httpx
 from redis.asyncio import Redis
 
 from controller.dispatch import Dispatcher
+from controller.providers.base import NodeProvider
 from controller.settings import ControllerSettings
 from controller.storage import AutoStorage
 from controller.store.keys import Keys
@@ -25,6 +26,7 @@ class Context:
     dispatcher: Dispatcher
     http: httpx.AsyncClient
     storage: AutoStorage
+    provider: NodeProvider
 
     @property
     def endpoint(self) -> str:

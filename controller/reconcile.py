@@ -30,7 +30,7 @@ async def expire_leases(ctx: Context) -> None:
     """Running attempts whose lease ran out go back to the queue with requeueCount + 1."""
     expired = await reads.due(ctx.redis, ctx.keys.leases(), _now_ms(), BATCH)
     for attempt_key in expired:
-        if await ctx.transitions.requeue(attempt_key, "running", True, iso(now()), new_etag()):
+        if await ctx.transitions.stop_attempt(attempt_key, "running", "requeue", iso(now()), new_etag()):
             log.warning("lease of attempt %s expired; its task is queued again", ctx.keys.attempt_id_of(attempt_key))
     if expired:
         await ctx.wake_scheduler()
@@ -45,7 +45,7 @@ async def repeat_offers(ctx: Context) -> None:
         attempt = await reads.record(ctx.redis, attempt_key)
         node = await reads.record(ctx.redis, ctx.keys.node(attempt.get("node_id", ""))) if attempt else {}
         if not attempt or node.get("state") not in ("idle", "running"):
-            await ctx.transitions.requeue(attempt_key, "offered", False, iso(now()), new_etag())
+            await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
             continue
         ((job_id, task_id),) = await reads.fields(ctx.redis, [attempt["task"]], "job", "id")
         dispatch = Dispatch(

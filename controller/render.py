@@ -196,15 +196,15 @@ def pool(record: Record, node_count: int, endpoint: str) -> dict[str, Any]:
         "allocationStateTransitionTime": record.get("alloc_stt", record["created"]),
         "currentDedicatedNodes": node_count,
         "currentLowPriorityNodes": 0,
+        **({"targetDedicatedNodes": int(record["target"])} if record.get("target") else {}),
+        **({"resizeErrors": json.loads(record["resize_errors"])} if record.get("resize_errors") else {}),
     }
 
 
 def node(record: Record, pool_spec: dict[str, Any], endpoint: str) -> dict[str, Any]:
     """A compute node as BatchNode JSON."""
     used = int(record.get("used", "0"))
-    state = record["state"]
-    if state == "idle" and used > 0:
-        state = "running"
+    state = node_state(record["state"], used, record.get("scheduling", "enabled"))
     out: dict[str, Any] = {
         "id": record["id"],
         "url": node_url(endpoint, record["pool_id"], record["id"]),
@@ -230,6 +230,15 @@ def node(record: Record, pool_spec: dict[str, Any], endpoint: str) -> dict[str, 
     if record.get("start_task"):
         out["startTaskInfo"] = start_task_info(json.loads(record["start_task"]))
     return out
+
+
+def node_state(stored: str, used_slots: int, scheduling: str) -> str:
+    """The state a node shows: `running` while it has tasks, `offline` when idle with scheduling disabled."""
+    if stored != "idle":
+        return stored
+    if used_slots > 0:
+        return "running"
+    return "offline" if scheduling == "disabled" else "idle"
 
 
 def start_task_info(stored: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from redis.exceptions import RedisError
 
 from controller.context import Context
+from controller.converge import converge
 from controller.domain.placement import Want, place
 from controller.domain.states import SCHEDULABLE_NODE_STATES
 from controller.reconcile import reconcile
@@ -30,6 +31,7 @@ class Scheduler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.token = uuid.uuid4().hex
+        self.leading = False
 
     async def run(self) -> None:
         """Loop until cancelled: lead, place, reconcile, then sleep until woken or a tick passes."""
@@ -38,6 +40,7 @@ class Scheduler:
                 if await self._lead():
                     await self.place_all()
                     await reconcile(self.ctx)
+                    await converge(self.ctx)
                 await self._wait()
             except RedisError as error:
                 log.warning("scheduler pass failed, retrying: %s", error)
@@ -46,12 +49,27 @@ class Scheduler:
     async def _lead(self) -> bool:
         redis, key = self.ctx.redis, self.ctx.keys.scheduler_leader()
         if await redis.set(key, self.token, nx=True, px=LEADER_TTL_MS):
-            log.info("this controller now runs the scheduler")
-            return True
-        if await redis.get(key) == self.token:
+            await self._take_over()
+        elif await redis.get(key) == self.token:
             await redis.pexpire(key, LEADER_TTL_MS)
-            return True
-        return False
+        else:
+            self.leading = False
+        return self.leading
+
+    async def _take_over(self) -> None:
+        """Become the leader: first give running leases a grace period, since their heartbeats may not have
+        reached a controller for a while (the previous leader died, or every controller was down)."""
+        floor = int((time.time() + self.ctx.settings.lease_seconds) * 1000)
+        extended = await self.ctx.transitions.lease_grace(floor)
+        self.leading = True
+        log.info("this controller now runs the scheduler; %d running leases given a grace period", extended)
+
+    async def resign(self) -> None:
+        """Give up leadership at shutdown so another controller takes over at once."""
+        key = self.ctx.keys.scheduler_leader()
+        if await self.ctx.redis.get(key) == self.token:
+            await self.ctx.redis.delete(key)
+        self.leading = False
 
     async def _wait(self) -> None:
         await self.ctx.redis.blpop([self.ctx.keys.scheduler_wake()], timeout=self.ctx.settings.scheduler_tick_seconds)

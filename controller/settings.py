@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,6 +41,17 @@ class ControllerSettings(BaseSettings):
     """Auto-storage container holding application packages as `<applicationId>/<version>.zip`."""
     sas_lifetime_seconds: float = Field(default=6 * 3600, gt=0)
     """Lifetime of the read SAS URLs handed to nodes for auto-storage files and packages."""
+    node_provider: Literal["static", "local"] = "static"
+    """`static`: nodes are machines whose agents registered themselves; `local`: the scheduler leader starts and
+    stops agent processes on this machine to follow each pool's targetDedicatedNodes."""
+    local_nodes_dir: str = "~/.batchyard/nodes"
+    """`local` provider: parent of the agents' root directories."""
+    local_logs_dir: str = "~/.batchyard/logs"
+    """`local` provider: where each agent's log file goes."""
+    local_user_prefix: str = "by"
+    """`local` provider: prefix of the OS accounts its agents create."""
+    agent_controller_url: str = ""
+    """The controller URL agents started by the `local` provider call; default: the public URL."""
     lease_seconds: float = Field(default=30.0, gt=0)
     """How long an attempt's lease lasts without a heartbeat renewing it."""
     node_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from controller.schemas.common import (
     BatchId,
@@ -14,6 +14,7 @@ from controller.schemas.common import (
     JobDefaultOrder,
     NameValue,
     NodeFillType,
+    ci_enum,
 )
 
 
@@ -47,3 +48,37 @@ class PoolCreate(BatchModel):
     metadata: list[NameValue] | None = None
     mount_configuration: list[dict[str, Any]] | None = None
     upgrade_policy: dict[str, Any] | None = None
+
+
+DeallocationOption = Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "taskcompletion", "retaineddata"))]
+
+
+class PoolResize(BatchModel):
+    """Body of POST /pools/{poolId}/resize."""
+
+    target_dedicated_nodes: int | None = Field(default=None, ge=0)
+    target_low_priority_nodes: int | None = Field(default=None, ge=0)
+    resize_timeout: Duration | None = None
+    node_deallocation_option: DeallocationOption | None = None
+
+
+class NodeRemove(BatchModel):
+    """Body of POST /pools/{poolId}/removenodes."""
+
+    node_list: list[str] = Field(min_length=1, max_length=100)
+    resize_timeout: Duration | None = None
+    node_deallocation_option: DeallocationOption | None = None
+
+
+class NodeDisableScheduling(BatchModel):
+    """Body of POST .../nodes/{nodeId}/disablescheduling."""
+
+    node_disable_scheduling_option: (
+        Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "taskcompletion"))] | None
+    ) = None
+
+
+class NodeReboot(BatchModel):
+    """Body of POST .../nodes/{nodeId}/reboot."""
+
+    node_reboot_option: DeallocationOption | None = None

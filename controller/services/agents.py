@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
@@ -13,7 +14,15 @@ from controller.errors import Conflict
 from controller.services import specs
 from controller.services.records import load
 from controller.store.transitions import Heartbeat
-from nodeagent.messages import AttemptSpec, HeartbeatAnswer, NodeHeartbeat, ReportAnswer, TaskReport, TaskStats
+from nodeagent.messages import (
+    AttemptSpec,
+    HeartbeatAnswer,
+    NodeCommand,
+    NodeHeartbeat,
+    ReportAnswer,
+    TaskReport,
+    TaskStats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +109,19 @@ def _heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbeat:
 async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> HeartbeatAnswer:
     """Register or refresh a node, renew its leases, and send its pool's config when the node's is out of date."""
     beat = _heartbeat(ctx, node_id, body)
-    stale_keys = await ctx.transitions.heartbeat(beat, iso(now()), _ms(), _ms(ctx.settings.lease_seconds), new_etag())
+    lease = _ms(ctx.settings.lease_seconds)
+    command, stale_keys = await ctx.transitions.heartbeat(beat, iso(now()), _ms(), lease, new_etag())
     if stale_keys:
         log.info("node %s told to stop %d stale attempts", node_id, len(stale_keys))
     pool = await load(ctx.redis, ctx.keys.pool(beat.pool_key))
     config = None
-    if pool is not None and pool["etag"] != body.pool_config_version:
+    if command != "leave" and pool is not None and specs.config_version(pool) != body.pool_config_version:
         config = await specs.pool_config(ctx, pool)
+    if command:
+        log.info("node %s told to %s", node_id, command)
     return HeartbeatAnswer(
         stale_attempts=[ctx.keys.attempt_id_of(key) for key in stale_keys],
         pool_config=config,
         lease_seconds=ctx.settings.lease_seconds,
+        command=cast(NodeCommand, command) if command else None,
     )

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from controller import render
 from controller.api.odata import ListOptions
 from controller.context import Context
-from controller.domain.clock import iso, now
+from controller.domain.clock import iso, new_etag, now, parse_duration
 from controller.domain.ids import key_of
 from controller.errors import Conflict, NotFound
 from controller.render import Record
 from controller.schemas.pools import PoolCreate
 from controller.services.records import Page, load, load_or_404, new_record, page
+
+DEFAULT_RESIZE_TIMEOUT_SECONDS = 15 * 60
 
 
 async def create_pool(ctx: Context, body: PoolCreate) -> Record:
@@ -21,8 +24,10 @@ async def create_pool(ctx: Context, body: PoolCreate) -> Record:
     pool_key, stamp = key_of(body.id), iso(now())
     fields = {
         **new_record(body, body.id, stamp),
-        "alloc_state": "steady",
+        "config_version": new_etag(),
+        "alloc_state": "resizing" if body.target_dedicated_nodes else "steady",
         "alloc_stt": stamp,
+        "resize_deadline": str(resize_deadline_ms(body.resize_timeout)),
     }
     existing = await ctx.transitions.create(ctx.keys.pool(pool_key), ctx.keys.pools(), pool_key, fields)
     if existing is not None:
@@ -72,3 +77,59 @@ async def get_node(ctx: Context, pool_id: str, node_id: str) -> dict[str, Any]:
     if record is None or record.get("pool") != pool["key"]:
         raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
     return render.node(record, _spec(pool), ctx.endpoint)
+
+
+def resize_deadline_ms(timeout: str | None) -> int:
+    """When a resize started now times out."""
+    delta = parse_duration(timeout) if timeout else None
+    seconds = delta.total_seconds() if delta is not None else DEFAULT_RESIZE_TIMEOUT_SECONDS
+    return int((time.time() + seconds) * 1000)
+
+
+def _pool_conflict(result: list[str], pool_id: str) -> None:
+    if result[0] == "missing":
+        raise NotFound(f"The specified pool does not exist: {pool_id}", code="PoolNotFound")
+    if result[0] == "state":
+        code = "PoolBeingDeleted" if result[1] == "deleting" else "PoolBeingResized"
+        raise Conflict(f"The operation is not allowed while the pool is {result[1]}", code=code)
+
+
+async def resize_pool(ctx: Context, pool_id: str, target: int, option: str, timeout: str | None) -> Record:
+    """Start resizing a steady pool to `target` dedicated nodes."""
+    pool = await get_pool(ctx, pool_id)
+    if pool["state"] == "deleting":
+        raise Conflict("The pool is being deleted", code="PoolBeingDeleted")
+    stamp = iso(now())
+    fields = {
+        "target": str(target),
+        "alloc_state": "resizing",
+        "alloc_stt": stamp,
+        "resize_option": option,
+        "resize_deadline": str(resize_deadline_ms(timeout)),
+        "resize_errors": "",
+        "etag": new_etag(),
+        "modified": stamp,
+    }
+    _pool_conflict(
+        await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "alloc_state", "steady", fields), pool_id
+    )
+    await ctx.wake_scheduler()
+    return await get_pool(ctx, pool_id)
+
+
+async def stop_resize(ctx: Context, pool_id: str) -> Record:
+    """Stop a resize: the pool keeps the nodes it has now."""
+    pool = await get_pool(ctx, pool_id)
+    count = await ctx.redis.zcard(ctx.keys.pool_nodes(pool["key"]))
+    fields = {"alloc_state": "stopping", "alloc_stt": iso(now()), "target": str(count), "etag": new_etag()}
+    result = await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "alloc_state", "resizing,steady", fields)
+    _pool_conflict(result, pool_id)
+    return await get_pool(ctx, pool_id)
+
+
+async def delete_pool(ctx: Context, pool_id: str) -> None:
+    """Begin deleting a pool: its nodes leave (running tasks are requeued), then the pool is gone."""
+    pool = await get_pool(ctx, pool_id)
+    fields = {"state": "deleting", "pstate": pool["state"], "pstt": pool["stt"], "stt": iso(now()), "etag": new_etag()}
+    _pool_conflict(await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "state", "active", fields), pool_id)
+    await ctx.wake_scheduler()

@@ -187,12 +187,17 @@ def start_task(ctx: Context, pool_spec: dict[str, Any]) -> StartTaskSpec | None:
     )
 
 
+def config_version(pool: Record) -> str:
+    """The version of what nodes apply from the pool; it changes only with the start task, accounts or packages."""
+    return pool.get("config_version") or pool["etag"]
+
+
 async def pool_config(ctx: Context, pool: Record) -> PoolConfig:
-    """What every node of the pool applies; versioned by the pool's ETag."""
+    """What every node of the pool applies."""
     pool_spec = json.loads(pool["spec"])
     return PoolConfig(
         pool_id=pool["id"],
-        version=pool["etag"],
+        version=config_version(pool),
         account_name=ctx.settings.account_name,
         account_url=ctx.endpoint + "/",
         user_accounts=user_accounts(pool_spec),

@@ -59,6 +59,10 @@ class Keys:
         """Sorted set (lexical) of node ids in a pool."""
         return f"{self.prefix}:pool:{pool_key}:nodes"
 
+    def pool_provided(self, pool_key: str) -> str:
+        """Set of the pool's node ids that the node provider created (and may remove)."""
+        return f"{self.prefix}:pool:{pool_key}:provided"
+
     def node(self, node_id: str) -> str:
         """Hash of one compute node."""
         return f"{self.prefix}:node:{node_id}"
@@ -66,6 +70,18 @@ class Keys:
     def node_attempts(self, node_id: str) -> str:
         """Set of attempt hash keys placed on a node."""
         return f"{self.prefix}:node:{node_id}:attempts"
+
+    def removed_nodes(self) -> str:
+        """Set of node ids removed from their pools; their agents are told to leave when they call."""
+        return f"{self.prefix}:nodes:removed"
+
+    def node_seq(self) -> str:
+        """Counter numbering the nodes a node provider creates."""
+        return f"{self.prefix}:nodes:seq"
+
+    def job_deadlines(self) -> str:
+        """Sorted set of job keys scored by the time their maxWallClockTime runs out (ms)."""
+        return f"{self.prefix}:jobs:deadlines"
 
     def attempt(self, attempt_id: str) -> str:
         """Hash of one attempt."""

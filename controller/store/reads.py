@@ -42,3 +42,8 @@ async def fields(redis: Redis, keys: list[str], *names: str) -> list[list[str | 
         for key in keys:
             pipe.hmget(key, list(names))
         return cast(list[list[str | None]], await pipe.execute())
+
+
+async def set_members(redis: Redis, key: str) -> list[str]:
+    """Members of a set."""
+    return sorted(cast(set[str], await redis.smembers(key)))

@@ -24,7 +24,20 @@ def _load(name: str) -> str:
     return resources.files("controller.store").joinpath(f"lua/{name}.lua").read_text()
 
 
-SCRIPT_NAMES = ("create", "add_tasks", "offer", "claim", "finish", "requeue", "heartbeat", "end_job", "node_silent")
+SCRIPT_NAMES = (
+    "create",
+    "add_tasks",
+    "offer",
+    "claim",
+    "finish",
+    "stop_attempt",
+    "heartbeat",
+    "end_job",
+    "node_silent",
+    "update_if",
+    "remove_node",
+    "lease_grace",
+)
 
 
 @dataclass(frozen=True)
@@ -117,20 +130,25 @@ class Transitions:
         status, detail = await self._run("finish", keys, [node_id, mode, result, now, etag, *flat])
         return status == "ok", detail
 
-    async def requeue(self, attempt_key: str, only_if: str, count: bool, now: str, etag: str) -> str | None:
-        """Take an attempt back and queue its task again; the attempt's former state, or None if nothing changed."""
+    async def stop_attempt(
+        self, attempt_key: str, only_if: str, action: str, now: str, etag: str, failure: str = ""
+    ) -> str | None:
+        """Take an attempt from its node: `requeue`, `release` or `fail` its task; the task's outcome or None."""
         keys = [attempt_key, self.keys.leases(), self.keys.offers()]
-        result = cast(list[str], await self._run("requeue", keys, [only_if, int(count), now, etag]))
-        return result[1] if result[0] == "ok" else None
+        result = cast(list[str], await self._run("stop_attempt", keys, [only_if, action, now, etag, failure]))
+        return result[2] if result[0] == "ok" else None
 
-    async def heartbeat(self, beat: Heartbeat, now: str, now_ms: int, lease_expiry_ms: int, etag: str) -> list[str]:
-        """Record a node's heartbeat; returns the attempt keys it must stop."""
+    async def heartbeat(
+        self, beat: Heartbeat, now: str, now_ms: int, lease_expiry_ms: int, etag: str
+    ) -> tuple[str, list[str]]:
+        """Record a node's heartbeat; returns its pending command ("" if none) and the attempt keys it must stop."""
         k = self.keys
-        keys = [k.node(beat.node_id), k.pool_nodes(beat.pool_key), k.leases()]
+        keys = [k.node(beat.node_id), k.pool_nodes(beat.pool_key), k.leases(), k.removed_nodes()]
         args: list[Any] = [beat.node_id, beat.pool_key, beat.pool_id, now, now_ms, lease_expiry_ms, beat.slots]
         args += [beat.file_url, beat.ip, beat.version, beat.boot, etag, beat.state, beat.start_task, beat.runtime]
         args += [beat.config_version, *beat.attempt_keys]
-        return cast(list[str], await self._run("heartbeat", keys, args))
+        command, *stale = cast(list[str], await self._run("heartbeat", keys, args))
+        return command, stale
 
     async def end_job(
         self, job_key: str, pool_key: str, target: str, now: str, etag: str, reason: str, failure: str
@@ -143,3 +161,19 @@ class Transitions:
     async def node_silent(self, node_id: str, cutoff_ms: int, now: str, etag: str) -> bool:
         """Mark a node unknown if it has not been heard from since `cutoff_ms`; True when it changed."""
         return bool(await self._run("node_silent", [self.keys.node(node_id)], [cutoff_ms, now, etag]))
+
+    async def update_if(self, key: str, field: str, expected: str, fields: Mapping[str, str]) -> list[str]:
+        """Set fields of an entity if `field` holds one of `expected` (comma-separated, or "*"); the status list."""
+        flat = [item for pair in fields.items() for item in pair]
+        return cast(list[str], await self._run("update_if", [key], [field, expected, *flat]))
+
+    async def remove_node(self, node_id: str, pool_key: str) -> bool:
+        """Forget a node that runs nothing any more; False while attempts still live on it."""
+        k = self.keys
+        keys = [k.node(node_id), k.pool_nodes(pool_key), k.node_attempts(node_id), k.removed_nodes()]
+        result = cast(list[str], await self._run("remove_node", keys, [node_id]))
+        return result[0] == "ok"
+
+    async def lease_grace(self, floor_ms: int) -> int:
+        """Extend every running lease to at least `floor_ms`; how many were extended."""
+        return int(await self._run("lease_grace", [self.keys.leases()], [floor_ms]))

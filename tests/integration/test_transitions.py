@@ -87,10 +87,10 @@ async def test_expired_lease_requeues_and_late_report_is_refused(store: Transiti
     await _node(store)
     attempt_id = await _running(store, task_key)
     # When its lease is taken back
-    previous = await store.requeue(store.keys.attempt(attempt_id), "running", True, NOW, "0x3")
+    outcome = await store.stop_attempt(store.keys.attempt(attempt_id), "running", "requeue", NOW, "0x3")
     # Then the task is active again with requeueCount 1 and queued, and the old attempt cannot report
     task = await store.redis.hgetall(task_key)
-    assert (previous, task["state"], task["requeues"], task.get("retries", "0")) == ("running", "active", "1", "0")
+    assert (outcome, task["state"], task["requeues"], task.get("retries", "0")) == ("queued", "active", "1", "0")
     assert await store.redis.zscore(store.keys.job_queue("job"), task_key) is not None
     ok, _ = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x4", {"state": "completed"})
     assert not ok
@@ -121,7 +121,7 @@ async def test_terminating_a_job_fails_running_tasks_and_keeps_queued_ones_activ
     assert await store.end_job("job", "p", "completed", NOW, "0x5", "UserTerminate", failure) == ["ok"]
     assert await store.redis.hget(running_key, "state") == "completed"
     assert await store.redis.hget(queued_key, "state") == "active"
-    stale = await store.heartbeat(
+    _, stale = await store.heartbeat(
         Heartbeat("n1", "p", "p", 1, "u", "127.0.0.1", "1", NOW, [store.keys.attempt(attempt_id)]), NOW, 0, 0, "0x6"
     )
     assert stale == [store.keys.attempt(attempt_id)]

@@ -1,7 +1,11 @@
--- Take an attempt back from its node (lease expired, offer unclaimed, node lost) and queue the task again.
+-- Take an attempt away from its node and decide its task's fate.
 -- KEYS: 1 attempt, 2 leases, 3 offers.
--- ARGV: 1 only-if state ("running" | "offered" | "any"), 2 count as a requeue ("1" | "0"), 3 now (ISO), 4 etag.
--- Returns {"ok", previous attempt state} or {"noop"}.
+-- ARGV: 1 only-if attempt state ("running" | "offered" | "any"),
+--       2 action: "requeue" (queue the task again, requeueCount + 1 if it was running),
+--                 "release" (queue the task again, nothing counted),
+--                 "fail" (a running task completes as failed with ARGV[5]; an offered one is released),
+--       3 now (ISO), 4 etag, 5 failureInfo JSON (for "fail").
+-- Returns {"ok", previous attempt state, task outcome ("queued" | "failed" | "")} or {"noop"}.
 local attempt = KEYS[1]
 local astate = redis.call('HGET', attempt, 'state')
 if not astate or astate == 'done' or (ARGV[1] ~= 'any' and ARGV[1] ~= astate) then return {'noop'} end
@@ -13,18 +17,27 @@ redis.call('ZREM', KEYS[2], attempt)
 redis.call('ZREM', KEYS[3], attempt)
 redis.call('HSET', attempt, 'state', 'done')
 redis.call('EXPIRE', attempt, 86400)
-if redis.call('HGET', task, 'attempt') ~= attempt then return {'ok', astate} end
+if redis.call('HGET', task, 'attempt') ~= attempt then return {'ok', astate, ''} end
 redis.call('HDEL', task, 'attempt')
-local now = ARGV[3]
-if redis.call('HGET', task, 'state') == 'running' then
+local now, action = ARGV[3], ARGV[2]
+local running = redis.call('HGET', task, 'state') == 'running'
+if running and action == 'fail' then
+  redis.call('HSET', task, 'pstate', 'running', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'completed',
+    'stt', now, 'end', now, 'result', 'failure', 'failure', ARGV[5], 'modified', now, 'etag', ARGV[4])
+  redis.call('HINCRBY', job, 'n_running', -1)
+  redis.call('HINCRBY', job, 'n_completed', 1)
+  redis.call('HINCRBY', job, 'n_failed', 1)
+  return {'ok', astate, 'failed'}
+end
+if running then
   redis.call('HSET', task, 'pstate', 'running', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'active',
     'stt', now, 'modified', now, 'etag', ARGV[4])
   redis.call('HINCRBY', job, 'n_running', -1)
   redis.call('HINCRBY', job, 'n_active', 1)
-end
-if ARGV[2] == '1' then
-  redis.call('HINCRBY', task, 'requeues', 1)
-  redis.call('HSET', task, 'last_requeue', now)
+  if action == 'requeue' then
+    redis.call('HINCRBY', task, 'requeues', 1)
+    redis.call('HSET', task, 'last_requeue', now)
+  end
 end
 local jstate = redis.call('HGET', job, 'state')
 if jstate ~= 'completed' and jstate ~= 'terminating' and jstate ~= 'deleting' then
@@ -32,4 +45,4 @@ if jstate ~= 'completed' and jstate ~= 'terminating' and jstate ~= 'deleting' th
   redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
     redis.call('HGET', job, 'key'))
 end
-return {'ok', astate}
+return {'ok', astate, 'queued'}

@@ -1,0 +1,1 @@
+"""Node providers: what creates and removes the machines (or processes) that become a pool's nodes."""
