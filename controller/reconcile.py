@@ -7,6 +7,7 @@ import time
 
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
+from controller.services.jobs import expire_jobs
 from controller.store import reads
 from nodeagent.messages import Dispatch
 
@@ -24,6 +25,7 @@ async def reconcile(ctx: Context) -> None:
     await expire_leases(ctx)
     await repeat_offers(ctx)
     await mark_silent_nodes(ctx)
+    await expire_jobs(ctx)
 
 
 async def expire_leases(ctx: Context) -> None:

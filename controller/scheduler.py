@@ -109,16 +109,27 @@ class Scheduler:
 
     async def _place_job(self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str) -> dict[str, int]:
         redis, keys = self.ctx.redis, self.ctx.keys
-        task_keys = await reads.members(redis, keys.job_queue(job_key), 0, sum(free.values()) - 1)
+        allowed = await self._parallel_room(job_key, sum(free.values()))
+        if allowed <= 0:
+            return free
+        task_keys = await reads.members(redis, keys.job_queue(job_key), 0, allowed - 1)
         if not task_keys:
             await redis.zrem(keys.pool_jobs(pool_key), job_key)
             return free
-        rows = await reads.fields(redis, task_keys, "slots", "job", "id")
-        wants = [Want(task_key, int(row[0] or 1)) for task_key, row in zip(task_keys, rows, strict=True)]
+        rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity")
+        wants = [Want(key, int(row[0] or 1), row[3] or "") for key, row in zip(task_keys, rows, strict=True)]
         placed, left = place(wants, free, fill_type)
         names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         await self._offer(job_key, pool_key, placed, names)
         return {node: slots for node, slots in left.items() if slots > 0}
+
+    async def _parallel_room(self, job_key: str, wanted: int) -> int:
+        """How many more attempts the job may have at once (its maxParallelTasks), at most `wanted`."""
+        limit = int(await self.ctx.redis.hget(self.ctx.keys.job(job_key), "max_parallel") or -1)
+        if limit < 1:
+            return wanted
+        live = await self.ctx.redis.scard(self.ctx.keys.job_attempts(job_key))
+        return min(wanted, limit - live)
 
     async def _offer(
         self, job_key: str, pool_key: str, placed: list[tuple[Want, str]], names: dict[str, tuple[str, str]]

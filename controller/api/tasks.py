@@ -79,3 +79,15 @@ async def list_tasks(request: Request) -> Response:
     options = list_options(request)
     page = await tasks.list_tasks(ctx, param(request, "job_id"), options, _expand_stats(request))
     return listing(request, page, options, ctx.endpoint, "tasks")
+
+
+async def terminate_task(request: Request) -> Response:
+    """POST /jobs/{jobId}/tasks/{taskId}/terminate."""
+    await tasks.terminate_task(context(request), param(request, "job_id"), param(request, "task_id"))
+    return Response(status_code=204)
+
+
+async def reactivate_task(request: Request) -> Response:
+    """POST /jobs/{jobId}/tasks/{taskId}/reactivate."""
+    await tasks.reactivate_task(context(request), param(request, "job_id"), param(request, "task_id"))
+    return Response(status_code=204)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Want:
-    """A queued task and the slots it needs."""
+    """A queued task, the slots it needs, and the node it would rather run on (a soft hint)."""
 
     task_key: str
     slots: int
+    affinity: str = ""
 
 
 def place(
@@ -21,7 +22,8 @@ def place(
 
     `spread` picks the node with the most free slots, `pack` the one with the fewest that
     still fits; ties go to the lowest node id so placement is deterministic. A task that
-    fits nowhere is skipped and later, smaller tasks may still be placed.
+    fits nowhere is skipped and later, smaller tasks may still be placed. A task's affinity
+    node is taken when it has room, whatever the fill type.
     """
     left = dict(free)
     placed: list[tuple[Want, str]] = []
@@ -29,7 +31,9 @@ def place(
         fitting = [node for node, slots in left.items() if slots >= want.slots]
         if not fitting:
             continue
-        if fill_type == "pack":
+        if want.affinity in fitting:
+            node = want.affinity
+        elif fill_type == "pack":
             node = min(fitting, key=lambda name: (left[name], name))
         else:
             node = min(fitting, key=lambda name: (-left[name], name))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 from controller import render
 from controller.api.odata import ListOptions
 from controller.context import Context
-from controller.domain.clock import iso, new_etag, now
+from controller.domain.clock import iso, new_etag, now, parse_duration, parse_iso
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
 from controller.errors import Conflict, NotFound
@@ -46,6 +47,7 @@ async def create_job(ctx: Context, body: JobCreate) -> Record:
         "order": job_order(body.priority or 0, seq),
         "on_all_complete": body.on_all_tasks_complete or "noaction",
         "max_retries": str((body.constraints.max_task_retry_count if body.constraints else None) or 0),
+        "max_parallel": str(body.max_parallel_tasks or -1),
         "n_active": "0",
         "n_running": "0",
         "n_completed": "0",
@@ -55,6 +57,10 @@ async def create_job(ctx: Context, body: JobCreate) -> Record:
     existing = await ctx.transitions.create(ctx.keys.job(job_key), ctx.keys.jobs(), job_key, fields)
     if existing is not None:
         raise Conflict(f"The specified job already exists: {existing}", code="JobExists")
+    limit = parse_duration(body.constraints.max_wall_clock_time or "") if body.constraints else None
+    if limit is not None:
+        deadline = (parse_iso(stamp) + limit).timestamp() * 1000
+        await ctx.redis.zadd(ctx.keys.job_deadlines(), {job_key: deadline})
     return fields
 
 
@@ -68,6 +74,19 @@ async def get_job(ctx: Context, job_id: str) -> Record:
 async def list_jobs(ctx: Context, options: ListOptions) -> Page:
     """A page of jobs in id order."""
     return await page(ctx.redis, ctx.keys.jobs(), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options)
+
+
+async def expire_jobs(ctx: Context) -> None:
+    """Jobs whose maxWallClockTime ran out are terminated with reason MaxWallClockTimeExpiry."""
+    due = await reads.due(ctx.redis, ctx.keys.job_deadlines(), time.time() * 1000, 100)
+    for job_key in due:
+        await ctx.redis.zrem(ctx.keys.job_deadlines(), job_key)
+        record = await reads.record(ctx.redis, ctx.keys.job(job_key))
+        if record and record["state"] in ("active", "disabling", "disabled", "enabling"):
+            failure = json.dumps(task_ended_failure("the job reached its maxWallClockTime").model_dump(mode="json"))
+            etag, reason = new_etag(), "MaxWallClockTimeExpiry"
+            await ctx.transitions.end_job(job_key, record["pool"], "completed", iso(now()), etag, reason, failure)
+            log.info("job %s reached its maxWallClockTime and was terminated", record["id"])
 
 
 async def terminate_job(ctx: Context, job_id: str, reason: str) -> Record:

@@ -12,8 +12,9 @@ from controller import render
 from controller.api.odata import ListOptions
 from controller.api.validation import error_from_validation
 from controller.context import Context
-from controller.domain.clock import iso, now
+from controller.domain.clock import iso, new_etag, now
 from controller.domain.ids import key_of
+from controller.domain.lifecycle import task_ended_failure
 from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, invalid_property
 from controller.render import Record
 from controller.schemas.tasks import TaskCreate
@@ -53,6 +54,7 @@ def _task_fields(job: Record, body: TaskCreate, stamp: str) -> dict[str, str]:
         "job": job["id"],
         "pool_id": job["pool_id"],
         "slots": str(body.required_slots or 1),
+        "affinity": body.affinity_info.affinity_id.split(":", 1)[-1] if body.affinity_info else "",
         "retries": "0",
         "requeues": "0",
         "max_retries": str(constraint if constraint is not None else job.get("max_retries", "0")),
@@ -188,3 +190,34 @@ async def list_tasks(ctx: Context, job_id: str, options: ListOptions, expand_sta
         lambda record: render.task(record, ctx.endpoint, expand_stats),
         options,
     )
+
+
+async def terminate_task(ctx: Context, job_id: str, task_id: str) -> None:
+    """Terminate a task: a running one is stopped, a queued one completes; both fail with TaskEnded."""
+    task = await get_task(ctx, job_id, task_id)
+    if task["state"] == "completed":
+        raise Conflict("The task has already completed", code="TaskCompleted")
+    failure = json.dumps(task_ended_failure("the user terminated the task").model_dump(mode="json"))
+    job_key = key_of(task["job"])
+    for _ in range(5):
+        attempt = await ctx.redis.hget(ctx.keys.task(job_key, task["key"]), "attempt")
+        if attempt:
+            await ctx.transitions.stop_attempt(str(attempt), "any", "fail", iso(now()), new_etag(), failure)
+        result = await ctx.transitions.close_task(job_key, task["key"], iso(now()), new_etag(), failure)
+        if result[0] != "busy":
+            return
+    raise Conflict("The task is being placed on a node; retry the request")
+
+
+async def reactivate_task(ctx: Context, job_id: str, task_id: str) -> None:
+    """Reactivate a failed task: it runs again from retryCount 0."""
+    task = await get_task(ctx, job_id, task_id)
+    job = await get_job(ctx, task["job"])
+    result = await ctx.transitions.reactivate(job["key"], job["pool"], task["key"], iso(now()), new_etag())
+    if result[0] == "job":
+        raise _job_state_conflict(result[1])
+    if result[0] == "state":
+        raise Conflict(f"The task is {result[1]}, not completed", code="TaskNotCompleted")
+    if result[0] == "succeeded":
+        raise Conflict("The task completed successfully and cannot be reactivated", code="TaskSucceeded")
+    await ctx.wake_scheduler()

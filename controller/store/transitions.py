@@ -37,6 +37,8 @@ SCRIPT_NAMES = (
     "update_if",
     "remove_node",
     "lease_grace",
+    "close_task",
+    "reactivate",
 )
 
 
@@ -177,3 +179,15 @@ class Transitions:
     async def lease_grace(self, floor_ms: int) -> int:
         """Extend every running lease to at least `floor_ms`; how many were extended."""
         return int(await self._run("lease_grace", [self.keys.leases()], [floor_ms]))
+
+    async def close_task(self, job_key: str, task_key: str, now: str, etag: str, failure: str) -> list[str]:
+        """Complete a task that holds no attempt as failed; the script's status list."""
+        k = self.keys
+        keys = [k.task(job_key, task_key), k.job(job_key), k.job_queue(job_key)]
+        return cast(list[str], await self._run("close_task", keys, [now, etag, failure]))
+
+    async def reactivate(self, job_key: str, pool_key: str, task_key: str, now: str, etag: str) -> list[str]:
+        """Put a failed task back in the queue with retryCount 0; the script's status list."""
+        k = self.keys
+        keys = [k.task(job_key, task_key), k.job(job_key), k.job_queue(job_key), k.pool_jobs(pool_key)]
+        return cast(list[str], await self._run("reactivate", keys, [now, etag]))

@@ -20,3 +20,13 @@ def test_a_task_never_lands_without_enough_slots() -> None:
     placed, left = place([Want("big", 3), Want("small", 1)], {"n1": 2})
     assert [(want.task_key, node) for want, node in placed] == [("small", "n1")]
     assert left == {"n1": 1}
+
+
+def test_affinity_is_honoured_when_the_node_has_room() -> None:
+    placed, _ = place([Want("t", 1, affinity="n2")], {"n1": 4, "n2": 1})
+    assert [node for _, node in placed] == ["n2"]
+
+
+def test_affinity_is_only_a_hint() -> None:
+    placed, _ = place([Want("t", 2, affinity="n2")], {"n1": 4, "n2": 1})
+    assert [node for _, node in placed] == ["n1"]
