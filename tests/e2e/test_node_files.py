@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError
 
 from tests.e2e.blobs import service
+from tests.support.batch import batch_client, completed
 from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
-
-TIMEOUT_SECONDS = 60
-
-
-def _client(stack: LocalStack) -> BatchClient:
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
-
-
-def _completed(client: BatchClient, job_id: str, task_id: str) -> models.BatchTask:
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        task = client.get_task(job_id, task_id)
-        if task.state == models.BatchTaskState.COMPLETED:
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"{job_id}/{task_id} did not complete")
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +20,14 @@ def finished(shared_stack: LocalStack) -> tuple[BatchClient, str, str]:
     blobs.create_container("autoinputs")
     for name in ("data/a.txt", "data/sub/b.txt", "other/c.txt"):
         blobs.get_container_client("autoinputs").upload_blob(name, name.encode(), overwrite=True)
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="listing", pool_info=models.BatchPoolInfo(pool_id="local")))
     resource = models.ResourceFile(auto_storage_container_name="autoinputs", blob_prefix="data/", file_path="in")
     command = "/bin/sh -c 'mkdir -p out && cat in/data/a.txt > out/one.txt && cat in/data/sub/b.txt > out/two.txt'"
     client.create_task(
         "listing", models.BatchTaskCreateOptions(id="lister", command_line=command, resource_files=[resource])
     )
-    task = _completed(client, "listing", "lister")
+    task = completed(client, "listing", "lister")
     assert task.execution_info.exit_code == 0, task.as_dict()
     return client, "listing", "lister"
 
@@ -100,7 +82,7 @@ def test_task_statistics_with_expand(finished: tuple[BatchClient, str, str]) -> 
 
 
 def test_duplicate_bind_mount_sources_are_a_400(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="containers", pool_info=models.BatchPoolInfo(pool_id="local")))
     mounts = [models.ContainerHostBatchBindMountEntry(source="Task", is_read_only=True)] * 2
     settings = models.BatchTaskContainerSettings(image_name="ubuntu", container_host_batch_bind_mounts=mounts)
@@ -112,7 +94,7 @@ def test_duplicate_bind_mount_sources_are_a_400(shared_stack: LocalStack) -> Non
 
 
 def test_container_task_on_a_pool_without_containers_is_a_400(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="containers2", pool_info=models.BatchPoolInfo(pool_id="local")))
     settings = models.BatchTaskContainerSettings(image_name="ubuntu")
     with pytest.raises(HttpResponseError) as caught:

@@ -10,17 +10,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
+from azure.batch import models
 from azure.core.exceptions import HttpResponseError
 
+from tests.support.batch import batch_client
 from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
-
-
-def _client(stack: LocalStack) -> BatchClient:
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
 
 
 def _package(tmp_path: Path, greeting: str) -> Path:
@@ -43,7 +39,7 @@ def test_packages_are_listed_and_unpacked_with_their_environment(shared_stack: L
     # Given two versions of an application, the second one the default
     _add(shared_stack, "greeter", "1.0", _package(tmp_path, "hello-one"), default=False)
     _add(shared_stack, "greeter", "2.0", _package(tmp_path, "hello-two"), default=True)
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     # Then the API lists both versions
     assert sorted(client.get_application("greeter").versions) == ["1.0", "2.0"]
     assert "greeter" in {app.id for app in client.list_applications()}
@@ -70,7 +66,7 @@ def test_packages_are_listed_and_unpacked_with_their_environment(shared_stack: L
 
 
 def test_unknown_package_reference_is_refused(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="nopackage", pool_info=models.BatchPoolInfo(pool_id="local")))
     reference = models.BatchApplicationPackageReference(application_id="no-such-app", version="9")
     options = models.BatchTaskCreateOptions(

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
+from tests.support.batch import batch_client, until
 from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
-
-TIMEOUT_SECONDS = 90
-
-
-def _client(stack: LocalStack) -> BatchClient:
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
-
-
-def _until(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def _pool(client: BatchClient, pool_id: str, nodes: int, slots: int = 1) -> None:
@@ -36,7 +20,7 @@ def _pool(client: BatchClient, pool_id: str, nodes: int, slots: int = 1) -> None
         target_dedicated_nodes=nodes, task_slots_per_node=slots,
     )  # fmt: skip
     client.create_pool(options)
-    _until(f"{nodes} idle nodes in {pool_id}", lambda: _states(client, pool_id) == ["idle"] * nodes)
+    until(f"{nodes} idle nodes in {pool_id}", lambda: _states(client, pool_id) == ["idle"] * nodes)
 
 
 def _states(client: BatchClient, pool_id: str) -> list[str]:
@@ -48,20 +32,20 @@ def _task(client: BatchClient, job_id: str, task_id: str) -> models.BatchTask:
 
 
 def _running_on(client: BatchClient, job_id: str, task_id: str) -> str:
-    _until(f"{task_id} to run", lambda: _task(client, job_id, task_id).state == "running")
+    until(f"{task_id} to run", lambda: _task(client, job_id, task_id).state == "running")
     return str(_task(client, job_id, task_id).node_info.node_id)
 
 
 def test_a_pool_gets_its_target_of_local_agents_and_follows_resizes(shared_stack: LocalStack) -> None:
     # Given a pool created through the API with three dedicated nodes
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     _pool(client, "elastic", 3)
     assert client.get_pool("elastic").current_dedicated_nodes == 3
     # When it is resized to one node
     client.begin_resize_pool("elastic", models.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=0)
     # Then two nodes leave, and the pool is steady at one
-    _until("the pool to shrink", lambda: _states(client, "elastic") == ["idle"])
-    _until("the resize to settle", lambda: client.get_pool("elastic").allocation_state == "steady")
+    until("the pool to shrink", lambda: _states(client, "elastic") == ["idle"])
+    until("the resize to settle", lambda: client.get_pool("elastic").allocation_state == "steady")
     # And deleting the pool removes it and its last node
     client.begin_delete_pool("elastic", polling_interval=0).result()
     with pytest.raises(ResourceNotFoundError):
@@ -69,7 +53,7 @@ def test_a_pool_gets_its_target_of_local_agents_and_follows_resizes(shared_stack
 
 
 def test_disabling_scheduling_requeues_and_enabling_runs_the_task_again(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     _pool(client, "sched", 1)
     client.create_job(models.BatchJobCreateOptions(id="sched-job", pool_info=models.BatchPoolInfo(pool_id="sched")))
     client.create_task("sched-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sleep 2"))
@@ -77,7 +61,7 @@ def test_disabling_scheduling_requeues_and_enabling_runs_the_task_again(shared_s
     # When scheduling is disabled with requeue, the task goes back to active with requeueCount 1 and the node is offline
     options = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="requeue")
     client.disable_node_scheduling("sched", node_id, options)
-    _until("the node to be offline", lambda: client.get_node("sched", node_id).state == "offline")
+    until("the node to be offline", lambda: client.get_node("sched", node_id).state == "offline")
     task = _task(client, "sched-job", "long")
     assert (task.state, task.execution_info.requeue_count, task.execution_info.retry_count) == ("active", 1, 0)
     with pytest.raises(HttpResponseError) as again:
@@ -85,12 +69,12 @@ def test_disabling_scheduling_requeues_and_enabling_runs_the_task_again(shared_s
     assert again.value.error.code == "NodeAlreadyInTargetSchedulingState"
     # Then enabling it lets the task run and complete
     client.enable_node_scheduling("sched", node_id)
-    _until("the task to complete", lambda: _task(client, "sched-job", "long").state == "completed")
+    until("the task to complete", lambda: _task(client, "sched-job", "long").state == "completed")
     assert _task(client, "sched-job", "long").execution_info.exit_code == 0
 
 
 def test_reboot_restarts_the_agent_and_requeues_its_task(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     _pool(client, "rebooting", 1)
     client.create_job(
         models.BatchJobCreateOptions(id="reboot-job", pool_info=models.BatchPoolInfo(pool_id="rebooting"))
@@ -100,52 +84,52 @@ def test_reboot_restarts_the_agent_and_requeues_its_task(shared_stack: LocalStac
     booted = client.get_node("rebooting", node_id).last_boot_time
     reboot = {"nodeRebootOption": "requeue"}  # the SDK does not export its options model
     client.begin_reboot_node("rebooting", node_id, reboot, polling_interval=0)
-    _until("the node to come back", lambda: client.get_node("rebooting", node_id).last_boot_time != booted)
-    _until("the task to complete", lambda: _task(client, "reboot-job", "t").state == "completed")
+    until("the node to come back", lambda: client.get_node("rebooting", node_id).last_boot_time != booted)
+    until("the task to complete", lambda: _task(client, "reboot-job", "t").state == "completed")
     task = _task(client, "reboot-job", "t")
     assert (task.execution_info.exit_code, task.execution_info.requeue_count) == (0, 1)
 
 
 def test_removing_a_node_with_terminate_fails_its_task(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     _pool(client, "removal", 1)
     client.create_job(models.BatchJobCreateOptions(id="removal-job", pool_info=models.BatchPoolInfo(pool_id="removal")))
     client.create_task("removal-job", models.BatchTaskCreateOptions(id="t", command_line="/bin/sleep 60"))
     node_id = _running_on(client, "removal-job", "t")
     remove = models.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option="terminate")
     client.begin_remove_nodes("removal", remove, polling_interval=0)
-    _until("the node to be removed", lambda: _states(client, "removal") == [])
+    until("the node to be removed", lambda: _states(client, "removal") == [])
     task = _task(client, "removal-job", "t")
     assert (task.state, task.execution_info.failure_info.code) == ("completed", "TaskEnded")
 
 
 def test_job_wall_clock_terminates_the_job(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     constraints = models.BatchJobConstraints(max_wall_clock_time="PT2S")
     job = models.BatchJobCreateOptions(
         id="walled", pool_info=models.BatchPoolInfo(pool_id="local"), constraints=constraints
     )
     client.create_job(job)
     client.create_task("walled", models.BatchTaskCreateOptions(id="t", command_line="/bin/sleep 60"))
-    _until("the job to end", lambda: client.get_job("walled").state == "completed")
+    until("the job to end", lambda: client.get_job("walled").state == "completed")
     assert client.get_job("walled").execution_info.termination_reason == "MaxWallClockTimeExpiry"
     assert _task(client, "walled", "t").state == "completed"
 
 
 def test_terminate_and_reactivate_a_task(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="lifecycle", pool_info=models.BatchPoolInfo(pool_id="local")))
     client.create_task("lifecycle", models.BatchTaskCreateOptions(id="sleeper", command_line="/bin/sleep 60"))
     _running_on(client, "lifecycle", "sleeper")
     client.terminate_task("lifecycle", "sleeper")
-    _until("the sleeper to complete", lambda: _task(client, "lifecycle", "sleeper").state == "completed")
+    until("the sleeper to complete", lambda: _task(client, "lifecycle", "sleeper").state == "completed")
     assert _task(client, "lifecycle", "sleeper").execution_info.failure_info.code == "TaskEnded"
     # A failed task comes back with retryCount 0 and runs again
     client.create_task("lifecycle", models.BatchTaskCreateOptions(id="fails", command_line="/bin/sh -c 'exit 4'"))
-    _until("the failure", lambda: _task(client, "lifecycle", "fails").state == "completed")
+    until("the failure", lambda: _task(client, "lifecycle", "fails").state == "completed")
     first_end = _task(client, "lifecycle", "fails").execution_info.end_time
     client.reactivate_task("lifecycle", "fails")
-    _until(
+    until(
         "the second run",
         lambda: (
             (t := _task(client, "lifecycle", "fails")).state == "completed" and t.execution_info.end_time != first_end
@@ -158,20 +142,20 @@ def test_terminate_and_reactivate_a_task(shared_stack: LocalStack) -> None:
 
 
 def test_max_parallel_tasks_never_runs_two_at_once(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     job = models.BatchJobCreateOptions(
         id="serial", pool_info=models.BatchPoolInfo(pool_id="local"), max_parallel_tasks=1
     )
     client.create_job(job)
     tasks = [models.BatchTaskCreateOptions(id=f"s{i}", command_line="/bin/sleep 0.3") for i in range(4)]
     client.create_task_collection("serial", models.BatchTaskGroup(task_values=tasks))
-    _until("all to complete", lambda: all(t.state == "completed" for t in client.list_tasks("serial")))
+    until("all to complete", lambda: all(t.state == "completed" for t in client.list_tasks("serial")))
     spans = sorted((t.execution_info.start_time, t.execution_info.end_time) for t in client.list_tasks("serial"))
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
 def test_a_high_priority_job_overtakes_queued_work(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     _pool(client, "narrow", 1)
     low = models.BatchJobCreateOptions(id="low", pool_info=models.BatchPoolInfo(pool_id="narrow"), priority=-10)
     client.create_job(low)
@@ -185,6 +169,6 @@ def test_a_high_priority_job_overtakes_queued_work(shared_stack: LocalStack) -> 
     high = models.BatchJobCreateOptions(id="high", pool_info=models.BatchPoolInfo(pool_id="narrow"), priority=100)
     client.create_job(high)
     client.create_task("high", models.BatchTaskCreateOptions(id="h", command_line="/bin/true"))
-    _until("every task to complete", lambda: _task(client, "low", "l2").state == "completed")
+    until("every task to complete", lambda: _task(client, "low", "l2").state == "completed")
     high_started = _task(client, "high", "h").execution_info.start_time
     assert high_started < _task(client, "low", "l1").execution_info.start_time

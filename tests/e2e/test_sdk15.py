@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
+from azure.batch import models
 
 from tests.e2e.blobs import read_blob, writable_container
+from tests.support.batch import batch_client, completed
 from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-TIMEOUT_SECONDS = 90
-
-
-def _client(stack: LocalStack) -> BatchClient:
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
-
-
-def _wait_completed(client: BatchClient, job_id: str, task_id: str) -> models.BatchTask:
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        task = client.get_task(job_id, task_id)
-        if task.state == models.BatchTaskState.COMPLETED:
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {job_id}/{task_id} did not complete in {TIMEOUT_SECONDS}s: {task.as_dict()}")
-
 
 def test_task_runs_and_its_output_lands_in_blob_storage(shared_stack: LocalStack) -> None:
     # Given a job on the local pool and a container to upload to
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     container, container_url = writable_container(shared_stack.connection_string)
     client.create_job(models.BatchJobCreateOptions(id="sdk15-job", pool_info=models.BatchPoolInfo(pool_id="local")))
     output = models.OutputFile(
@@ -49,7 +31,7 @@ def test_task_runs_and_its_output_lands_in_blob_storage(shared_stack: LocalStack
     client.create_task(
         "sdk15-job", models.BatchTaskCreateOptions(id="writer", command_line=command, output_files=[output])
     )
-    task = _wait_completed(client, "sdk15-job", "writer")
+    task = completed(client, "sdk15-job", "writer")
     # Then it succeeded, its stdout is readable through the files API, and the file is in Azurite
     assert task.execution_info.result == models.BatchTaskExecutionResult.SUCCESS
     assert task.execution_info.exit_code == 0
@@ -59,10 +41,10 @@ def test_task_runs_and_its_output_lands_in_blob_storage(shared_stack: LocalStack
 
 
 def test_non_zero_exit_is_a_failure_with_failure_exit_code(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="sdk15-fail", pool_info=models.BatchPoolInfo(pool_id="local")))
     client.create_task("sdk15-fail", models.BatchTaskCreateOptions(id="exit3", command_line="/bin/sh -c 'exit 3'"))
-    task = _wait_completed(client, "sdk15-fail", "exit3")
+    task = completed(client, "sdk15-fail", "exit3")
     assert task.execution_info.result == models.BatchTaskExecutionResult.FAILURE
     assert task.execution_info.exit_code == 3
     assert task.execution_info.failure_info.code == "FailureExitCode"
@@ -70,7 +52,7 @@ def test_non_zero_exit_is_a_failure_with_failure_exit_code(shared_stack: LocalSt
 
 def test_collection_listing_paging_and_terminate(shared_stack: LocalStack) -> None:
     # Given 5 tasks added as one collection
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="sdk15-many", pool_info=models.BatchPoolInfo(pool_id="local")))
     tasks = [models.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true") for i in range(5)]
     result = client.create_task_collection("sdk15-many", models.BatchTaskGroup(task_values=tasks))
@@ -79,7 +61,7 @@ def test_collection_listing_paging_and_terminate(shared_stack: LocalStack) -> No
     listed = [task.id for task in client.list_tasks("sdk15-many", max_results=2)]
     assert sorted(listed) == [f"t{i}" for i in range(5)]
     for i in range(5):
-        assert _wait_completed(client, "sdk15-many", f"t{i}").execution_info.exit_code == 0
+        assert completed(client, "sdk15-many", f"t{i}").execution_info.exit_code == 0
     counts = client.list_tasks("sdk15-many", filter="state eq 'completed'", select=["id", "state"])
     assert len(list(counts)) == 5
     # And terminating the job completes it with the user's reason
@@ -89,7 +71,7 @@ def test_collection_listing_paging_and_terminate(shared_stack: LocalStack) -> No
 
 
 def test_pool_and_nodes_are_visible(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     pool = client.get_pool("local")
     nodes = list(client.list_nodes("local"))
     assert pool.task_slots_per_node == 4
@@ -98,7 +80,7 @@ def test_pool_and_nodes_are_visible(shared_stack: LocalStack) -> None:
 
 
 def test_delete_job_then_it_is_gone(shared_stack: LocalStack) -> None:
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="sdk15-gone", pool_info=models.BatchPoolInfo(pool_id="local")))
     client.begin_delete_job("sdk15-gone", polling_interval=0).result()
     with pytest.raises(Exception) as caught:

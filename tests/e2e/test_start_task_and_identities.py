@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
 
 from batchyard import procs
 from nodeagent.users import Accounts
+from tests.support.batch import batch_client, until
 from tests.support.stack import LocalStack
 
 pytestmark = [
@@ -21,19 +20,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="tasks switch to their own OS users only under a root agent"),
 ]
 
-TIMEOUT_SECONDS = 90
 ACCOUNT_UID = 45_678
-
-
-def _client(stack: LocalStack) -> BatchClient:
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
-
-
-def _until(what: str, check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def _pool(
@@ -61,7 +48,7 @@ def account_name() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def pools(shared_stack: LocalStack, account_name: str) -> Iterator[BatchClient]:
     """Pool `starters` (a succeeding start task, a named account) and pool `failers` (a failing start task)."""
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     admin = models.UserIdentity(auto_user=models.AutoUserSpecification(scope="pool", elevation_level="admin"))
     starting = models.BatchStartTask(
         command_line="/bin/sh -c 'echo ready > $AZ_BATCH_NODE_SHARED_DIR/start-marker; id -u'",
@@ -87,7 +74,7 @@ def _node(client: BatchClient, pool_id: str) -> models.BatchNode:
 
 
 def test_a_succeeding_start_task_makes_the_node_idle(pools: BatchClient) -> None:
-    _until("node starter-1 to be idle", lambda: getattr(_node(pools, "starters"), "state", None) == "idle")
+    until("node starter-1 to be idle", lambda: getattr(_node(pools, "starters"), "state", None) == "idle")
     node = _node(pools, "starters")
     info = node.start_task_info
     assert (info.state, info.exit_code, info.result, info.retry_count) == ("completed", 0, "success", 0)
@@ -96,7 +83,7 @@ def test_a_succeeding_start_task_makes_the_node_idle(pools: BatchClient) -> None
 
 
 def test_a_failing_start_task_leaves_the_node_starttaskfailed(pools: BatchClient) -> None:
-    _until(
+    until(
         "node failer-1 to fail its start task",
         lambda: getattr(_node(pools, "failers"), "state", None) == "starttaskfailed",
     )
@@ -109,7 +96,7 @@ def _run(client: BatchClient, task_id: str, identity: models.UserIdentity) -> mo
     client.create_task(
         "identities", models.BatchTaskCreateOptions(id=task_id, command_line=command, user_identity=identity)
     )
-    _until(f"task {task_id} to complete", lambda: client.get_task("identities", task_id).state == "completed")
+    until(f"task {task_id} to complete", lambda: client.get_task("identities", task_id).state == "completed")
     return client.get_task("identities", task_id)
 
 
@@ -118,7 +105,7 @@ def _output(client: BatchClient, task_id: str) -> list[str]:
 
 
 def test_tasks_run_as_the_identity_their_spec_names(pools: BatchClient, account_name: str) -> None:
-    _until("node starter-1 to be idle", lambda: getattr(_node(pools, "starters"), "state", None) == "idle")
+    until("node starter-1 to be idle", lambda: getattr(_node(pools, "starters"), "state", None) == "idle")
     pools.create_job(models.BatchJobCreateOptions(id="identities", pool_info=models.BatchPoolInfo(pool_id="starters")))
     # A named pool account runs with the uid the pool gave it and owns its working directory
     named = _run(pools, "named", models.UserIdentity(username=account_name))
@@ -139,7 +126,7 @@ def test_tasks_run_as_the_identity_their_spec_names(pools: BatchClient, account_
 
 
 def test_an_identity_the_pool_does_not_define_fails_the_task_not_the_node(pools: BatchClient) -> None:
-    _until("node starter-1 to be idle", lambda: getattr(_node(pools, "starters"), "state", None) == "idle")
+    until("node starter-1 to be idle", lambda: getattr(_node(pools, "starters"), "state", None) == "idle")
     pools.create_job(models.BatchJobCreateOptions(id="nobody-job", pool_info=models.BatchPoolInfo(pool_id="starters")))
     pools.create_task(
         "nobody-job",
@@ -147,9 +134,9 @@ def test_an_identity_the_pool_does_not_define_fails_the_task_not_the_node(pools:
             id="t", command_line="/bin/true", user_identity=models.UserIdentity(username="ghost")
         ),
     )
-    _until("the task to complete", lambda: pools.get_task("nobody-job", "t").state == "completed")
+    until("the task to complete", lambda: pools.get_task("nobody-job", "t").state == "completed")
     failure = pools.get_task("nobody-job", "t").execution_info.failure_info
     assert failure.code == "UserIdentityNotFound"
     pools.create_task("nobody-job", models.BatchTaskCreateOptions(id="after", command_line="/bin/true"))
-    _until("the next task to complete", lambda: pools.get_task("nobody-job", "after").state == "completed")
+    until("the next task to complete", lambda: pools.get_task("nobody-job", "after").state == "completed")
     assert pools.get_task("nobody-job", "after").execution_info.exit_code == 0

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import psutil
 import pytest
 from azure.batch import BatchClient, models
-from azure.core.credentials import AzureNamedKeyCredential
 
 from tests.e2e.blobs import readable_blob_url, writable_container
+from tests.support.batch import batch_client, until
 from tests.support.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
-
-TIMEOUT_SECONDS = 60
-
-
-def _client(stack: LocalStack) -> BatchClient:
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
-
-
-def _until(what: str, check: object) -> None:
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _read(client: BatchClient, job_id: str, task_id: str, path: str) -> bytes:
@@ -39,7 +23,7 @@ def test_http_resource_file_is_downloaded_into_the_working_directory(shared_stac
     # Given a blob in Azurite, referenced by a SAS URL
     container, _ = writable_container(shared_stack.connection_string)
     url = readable_blob_url(shared_stack.connection_string, container, "inputs/data.txt", b"resource payload\n")
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="files-in", pool_info=models.BatchPoolInfo(pool_id="local")))
     resource = models.ResourceFile(http_url=url, file_path="in/data.txt")
     command = "/bin/sh -c 'cat in/data.txt; echo $AZ_BATCH_JOB_ID $AZ_BATCH_NODE_ID'"
@@ -47,7 +31,7 @@ def test_http_resource_file_is_downloaded_into_the_working_directory(shared_stac
     client.create_task(
         "files-in", models.BatchTaskCreateOptions(id="reader", command_line=command, resource_files=[resource])
     )
-    _until("the reader to complete", lambda: client.get_task("files-in", "reader").state == "completed")
+    until("the reader to complete", lambda: client.get_task("files-in", "reader").state == "completed")
     # Then it saw the file, and the node environment names the job and a node of the pool
     lines = _read(client, "files-in", "reader", "stdout.txt").decode().splitlines()
     node_ids = {node.id for node in client.list_nodes("local")}
@@ -59,14 +43,14 @@ def test_http_resource_file_is_downloaded_into_the_working_directory(shared_stac
 
 def test_files_are_readable_while_running_and_terminate_kills_the_process(shared_stack: LocalStack) -> None:
     # Given a long task that writes to stdout and to its working directory
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     marker = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000}"
     command = f"/bin/sh -c 'echo started; echo partial > progress.txt; sleep {marker}'"
     client.create_job(models.BatchJobCreateOptions(id="files-live", pool_info=models.BatchPoolInfo(pool_id="local")))
     client.create_task("files-live", models.BatchTaskCreateOptions(id="sleeper", command_line=command))
-    _until("the sleeper to run", lambda: client.get_task("files-live", "sleeper").state == "running")
+    until("the sleeper to run", lambda: client.get_task("files-live", "sleeper").state == "running")
     # When its files are read while it runs
-    _until("stdout to be written", lambda: _read(client, "files-live", "sleeper", "stdout.txt") == b"started\n")
+    until("stdout to be written", lambda: _read(client, "files-live", "sleeper", "stdout.txt") == b"started\n")
     assert _read(client, "files-live", "sleeper", "wd/progress.txt") == b"partial\n"
     properties = client.get_task_file_properties("files-live", "sleeper", "stdout.txt")
     assert properties.content_length == len(b"started\n")
@@ -77,7 +61,7 @@ def test_files_are_readable_while_running_and_terminate_kills_the_process(shared
     # Then the task failed with TaskEnded and its process is gone from the node
     task = client.get_task("files-live", "sleeper")
     assert (task.state, task.execution_info.failure_info.code) == (models.BatchTaskState.COMPLETED, "TaskEnded")
-    _until("the sleep process to be killed", lambda: not _sleeping(marker))
+    until("the sleep process to be killed", lambda: not _sleeping(marker))
 
 
 def _sleeping(marker: str) -> bool:
@@ -98,7 +82,7 @@ def test_no_sas_signature_or_account_key_in_logs_or_task_records(shared_stack: L
         ),
         upload_options=models.OutputFileUploadConfiguration(upload_condition="taskcompletion"),
     )
-    client = _client(shared_stack)
+    client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="secrets", pool_info=models.BatchPoolInfo(pool_id="local")))
     task_options = models.BatchTaskCreateOptions(
         id="t",
@@ -107,7 +91,7 @@ def test_no_sas_signature_or_account_key_in_logs_or_task_records(shared_stack: L
         output_files=[output],
     )
     client.create_task("secrets", task_options)
-    _until("the task to complete", lambda: client.get_task("secrets", "t").state == "completed")
+    until("the task to complete", lambda: client.get_task("secrets", "t").state == "completed")
     # Then the upload failure is reported, and neither the task record nor any log shows a secret
     task = client.get_task("secrets", "t")
     assert task.execution_info.failure_info.code.startswith("FileUpload")
