@@ -32,19 +32,30 @@ class Scheduler:
         self.ctx = ctx
         self.token = uuid.uuid4().hex
         self.leading = False
+        self.last_repair = 0.0
 
     async def run(self) -> None:
-        """Loop until cancelled: lead, place, reconcile, then sleep until woken or a tick passes."""
+        """Loop until cancelled: lead, place, repair once a tick, then sleep until woken or a tick passes.
+
+        A wake-up (a task added, a slot freed) runs placement only; leadership, the reconciler and
+        pool convergence run at most once per tick, so a busy stream of reports costs little.
+        """
         while True:
             try:
-                if await self._lead():
+                if time.monotonic() - self.last_repair >= self.ctx.settings.scheduler_tick_seconds:
+                    await self._lead_and_repair()
+                if self.leading:
                     await self.place_all()
-                    await reconcile(self.ctx)
-                    await converge(self.ctx)
                 await self._wait()
             except RedisError as error:
                 log.warning("scheduler pass failed, retrying: %s", error)
                 await asyncio.sleep(self.ctx.settings.scheduler_tick_seconds)
+
+    async def _lead_and_repair(self) -> None:
+        self.last_repair = time.monotonic()
+        if await self._lead():
+            await reconcile(self.ctx)
+            await converge(self.ctx)
 
     async def _lead(self) -> bool:
         redis, key = self.ctx.redis, self.ctx.keys.scheduler_leader()

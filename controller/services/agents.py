@@ -13,6 +13,7 @@ from controller.domain.lifecycle import end_of_attempt
 from controller.errors import Conflict
 from controller.services import specs
 from controller.services.records import load
+from controller.store import reads
 from controller.store.transitions import Heartbeat
 from nodeagent.messages import (
     AttemptSpec,
@@ -46,9 +47,8 @@ async def claim(ctx: Context, attempt_id: str, node_id: str) -> AttemptSpec:
     if not ok:
         log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
         raise stale(detail)
-    task = await load(ctx.redis, detail)
-    job = await load(ctx.redis, ctx.keys.job(key_of(task["job"]))) if task else None
-    if task is None or job is None:
+    task, job = await reads.records(ctx.redis, [detail, ctx.keys.job(ctx.keys.job_key_of_task(detail))])
+    if not task or not job:
         raise stale("the task is gone")
     pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
     return await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pool)

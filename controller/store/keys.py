@@ -103,6 +103,10 @@ class Keys:
         """The scheduler leadership lease (value: the holder's token)."""
         return f"{self.prefix}:scheduler:leader"
 
+    def job_key_of_task(self, task_hash_key: str) -> str:
+        """The job key inside a task hash key (ids hold no `:`)."""
+        return task_hash_key.rsplit(":", 2)[-2]
+
     def attempt_id_of(self, attempt_key: str) -> str:
         """The attempt id inside an attempt hash key."""
         return attempt_key.removeprefix(f"{self.prefix}:attempt:")
