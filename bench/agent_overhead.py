@@ -36,6 +36,7 @@ from azure.storage.blob import (
     generate_blob_sas,
     generate_container_sas,
 )
+from common import free_port
 
 from batchyard.envfile import connection_string
 from batchyard.tools import find_azurite
@@ -48,13 +49,6 @@ from nodeagent.settings import agent_path
 from nodeagent.steps.base import RunDeps
 
 API_VERSION = "2025-11-05"
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
