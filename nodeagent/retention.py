@@ -29,6 +29,10 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 """Azure's default retentionTime: seven days."""
 
 
+JOURNAL_COMPACT_LINES = 1000
+"""Journal lines after which the whole index is rewritten."""
+
+
 @dataclass(frozen=True)
 class Pending:
     """A task directory to delete at `deadline` (epoch seconds), with the per-task account to remove after it."""
@@ -57,6 +61,7 @@ class Retention:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: dict[str, Pending] = self._load()
+        self._journaled = 0
 
     def schedule(self, task_dir: Path, retention_seconds: float | None, user: str | None) -> None:
         """Delete `task_dir` (and remove `user`) once `retention_seconds` (default seven days) have passed."""
@@ -64,14 +69,14 @@ class Retention:
         entry = Pending(task_dir=str(task_dir), deadline=self._clock() + seconds, user=user)
         with self._lock:
             self._pending[entry.task_dir] = entry
-            self._save()
+            self._journal({"add": asdict(entry)})
         log.debug("task directory %s kept for %.0fs", task_dir, seconds)
 
     def cancel(self, task_dir: Path) -> None:
         """Keep `task_dir`: an attempt of its task starts (waits while a deletion of it is under way)."""
         with self._lock:
             if self._pending.pop(str(task_dir), None) is not None:
-                self._save()
+                self._journal({"cancel": str(task_dir)})
                 log.info("task directory %s: pending deletion cancelled, the task runs again", task_dir)
 
     def pending(self) -> list[Pending]:
@@ -148,20 +153,57 @@ class Retention:
                 return
             directory = directory.parent
 
+    def _journal_path(self) -> Path:
+        return self._layout.retention_index.with_suffix(".journal")
+
     def _load(self) -> dict[str, Pending]:
-        """Read the index; an absent or unreadable one means nothing is pending."""
+        """Read the index, then replay its journal; an absent or unreadable index means nothing is pending."""
         path = self._layout.retention_index
+        pending: dict[str, Pending] = {}
         try:
-            records = json.loads(path.read_bytes())
-            entries = [Pending(**record) for record in records]
+            pending = {
+                entry.task_dir: entry for entry in (Pending(**record) for record in json.loads(path.read_bytes()))
+            }
         except FileNotFoundError:
-            return {}
+            pass
         except (OSError, ValueError, TypeError) as exc:
             log.error("retention index %s unreadable, starting empty: %s", path, exc)
-            return {}
-        return {entry.task_dir: entry for entry in entries}
+        self._replay(pending)
+        return pending
+
+    def _replay(self, pending: dict[str, Pending]) -> None:
+        """Apply the journal's additions and cancellations written since the index was last saved."""
+        try:
+            lines = self._journal_path().read_text().splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            try:
+                change = json.loads(line)
+                if "add" in change:
+                    entry = Pending(**change["add"])
+                    pending[entry.task_dir] = entry
+                else:
+                    pending.pop(change["cancel"], None)
+            except (ValueError, TypeError, KeyError):
+                log.warning("retention journal: skipped an unreadable line")
+
+    def _journal(self, change: dict[str, object]) -> None:
+        """Append one change (called with the lock held): O(1) per attempt, however many directories are kept.
+
+        The whole index is rewritten only when the journal has grown long, or by a sweep that deleted something.
+        """
+        path = self._journal_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as journal:
+            journal.write(json.dumps(change, sort_keys=True) + "\n")
+        self._journaled += 1
+        if self._journaled >= JOURNAL_COMPACT_LINES:
+            self._save()
 
     def _save(self) -> None:
-        """Write the index atomically (called with the lock held)."""
+        """Write the index atomically and empty the journal (called with the lock held)."""
         records = [asdict(entry) for entry in self._pending.values()]
         write_atomic(self._layout.retention_index, json.dumps(records, sort_keys=True).encode())
+        self._journal_path().unlink(missing_ok=True)
+        self._journaled = 0

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from nodeagent.identity import IdentityResolver, UserNames
 from nodeagent.layout import NodeLayout
-from nodeagent.retention import DEFAULT_RETENTION_SECONDS, Retention
+from nodeagent.retention import DEFAULT_RETENTION_SECONDS, JOURNAL_COMPACT_LINES, Retention
 from nodeagent.testing import make_attempt_spec
 from nodeagent.users import Accounts, lookup
 
@@ -145,3 +145,16 @@ def test_the_task_account_is_removed_with_its_directory(node_root: Path, user_pr
     keeper.sweep()
     # Then the account is gone too
     assert lookup(name) is None and not directory.exists()
+
+
+def test_a_long_journal_is_folded_into_the_index_and_nothing_is_lost(tmp_path: Path) -> None:
+    # Given more scheduled directories than the journal holds before it is compacted
+    layout, clock = NodeLayout(tmp_path), Clock()
+    keeper = retention(layout, clock)
+    count = JOURNAL_COMPACT_LINES + 5
+    for index in range(count):
+        keeper.schedule(layout.task_dirs("job", f"t{index}").task_dir, 10, None)
+    # Then the index holds what was compacted, the journal only the rest, and a restart sees them all
+    journal_lines = layout.retention_index.with_suffix(".journal").read_text().splitlines()
+    assert layout.retention_index.exists() and len(journal_lines) == 5
+    assert len(retention(layout, clock).pending()) == count
