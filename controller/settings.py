@@ -52,6 +52,8 @@ class ControllerSettings(BaseSettings):
     """`local` provider: prefix of the OS accounts its agents create."""
     agent_controller_url: str = ""
     """The controller URL agents started by the `local` provider call; default: the public URL."""
+    task_lifetime_seconds: float = Field(default=180 * 24 * 3600, gt=0)
+    """How long a task may exist before the service terminates it (Azure: 180 days)."""
     lease_seconds: float = Field(default=30.0, gt=0)
     """How long an attempt's lease lasts without a heartbeat renewing it."""
     node_timeout_seconds: float = Field(default=30.0, gt=0)

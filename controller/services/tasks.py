@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,10 @@ from controller.services.applications import catalogue, resolve
 from controller.services.jobs import get_job, job_not_found
 from controller.services.records import Page, load, load_or_404, new_record, page
 from controller.storage import PackageVersion
+from controller.store import reads
+from nodeagent.messages import FailureInfo
+
+log = logging.getLogger(__name__)
 
 MAX_COLLECTION = 100
 RESERVED_IDS = (
@@ -128,7 +134,8 @@ async def add_tasks(ctx: Context, job_id: str, bodies: list[TaskCreate]) -> list
 async def _store_tasks(ctx: Context, job: Record, tasks: list[tuple[str, dict[str, str]]]) -> list[str]:
     pairs = [(key_of(task_id), fields) for task_id, fields in tasks]
     for _ in range(3):
-        result = await ctx.transitions.add_tasks(job["key"], job["pool"], job["order"], pairs)
+        deadline = int((time.time() + ctx.settings.task_lifetime_seconds) * 1000)
+        result = await ctx.transitions.add_tasks(job["key"], job["pool"], job["order"], pairs, deadline)
         if result[0] == "ok":
             return result[1:]
         if result[0] == "nojob":
@@ -221,3 +228,24 @@ async def reactivate_task(ctx: Context, job_id: str, task_id: str) -> None:
     if result[0] == "succeeded":
         raise Conflict("The task completed successfully and cannot be reactivated", code="TaskSucceeded")
     await ctx.wake_scheduler()
+
+
+async def expire_tasks(ctx: Context) -> None:
+    """Tasks that reached the end of their lifetime (180 days) and have not completed are terminated."""
+    due = await reads.due(ctx.redis, ctx.keys.task_deadlines(), time.time() * 1000, 100)
+    failure = json.dumps(
+        FailureInfo(
+            category="usererror", code="TaskLifetimeExceeded", message="The task reached the maximum task lifetime"
+        ).model_dump(mode="json")
+    )
+    for task_key in due:
+        await ctx.redis.zrem(ctx.keys.task_deadlines(), task_key)
+        task = await reads.record(ctx.redis, task_key)
+        if not task or task["state"] == "completed":
+            continue
+        if task.get("attempt"):
+            await ctx.transitions.stop_attempt(task["attempt"], "any", "fail", iso(now()), new_etag(), failure)
+        await ctx.transitions.close_task(
+            ctx.keys.job_key_of_task(task_key), task["key"], iso(now()), new_etag(), failure
+        )
+        log.info("task %s/%s reached its lifetime and was terminated", task["job"], task["id"])

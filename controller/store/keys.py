@@ -83,6 +83,10 @@ class Keys:
         """Sorted set of job keys scored by the time their maxWallClockTime runs out (ms)."""
         return f"{self.prefix}:jobs:deadlines"
 
+    def task_deadlines(self) -> str:
+        """Sorted set of task hash keys scored by the end of their lifetime (ms)."""
+        return f"{self.prefix}:tasks:deadlines"
+
     def attempt(self, attempt_id: str) -> str:
         """Hash of one attempt."""
         return f"{self.prefix}:attempt:{attempt_id}"

@@ -87,12 +87,18 @@ class Transitions:
         return None if result[0] == "ok" else result[1]
 
     async def add_tasks(
-        self, job_key: str, pool_key: str, order: str, tasks: Sequence[tuple[str, Mapping[str, str]]]
+        self,
+        job_key: str,
+        pool_key: str,
+        order: str,
+        tasks: Sequence[tuple[str, Mapping[str, str]]],
+        deadline_ms: int = 2**53,
     ) -> list[str]:
-        """Add (task key, fields) pairs; returns the script's status list (see add_tasks.lua)."""
+        """Add (task key, fields) pairs living until `deadline_ms`; returns the script's status list."""
         k = self.keys
         keys = [k.job(job_key), k.job_tasks(job_key), k.job_queue(job_key), k.pool_jobs(pool_key), k.seq()]
-        args: list[str] = [pool_key, order]
+        keys.append(k.task_deadlines())
+        args: list[str] = [pool_key, order, str(deadline_ms)]
         for task_key, fields in tasks:
             args += [k.task(job_key, task_key), task_key, json.dumps(dict(fields))]
         return cast(list[str], await self._run("add_tasks", keys, args))
