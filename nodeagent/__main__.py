@@ -1,10 +1,17 @@
-"""`python -m nodeagent`: load settings, configure logging and run the node's Celery worker."""
+"""`python -m nodeagent`: load settings, configure logging and run the node's Celery worker.
+
+After a `reboot` command the process re-executes itself in place (same pid, arguments and environment),
+so `batchyard up` and systemd keep supervising the same process; the new agent registers with a new boot
+time and runs the start task again. After `leave` it exits 0, which a unit with `Restart=on-failure` does
+not restart.
+"""
 
 from __future__ import annotations
 
 import argparse
 import atexit
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +19,7 @@ from typing import Any
 from nodeagent.agent import AgentRuntime
 from nodeagent.celery_app import create_app, worker_argv
 from nodeagent.errors import ConfigError
-from nodeagent.messages import RedactingFormatter
+from nodeagent.messages import NodeCommand, RedactingFormatter
 from nodeagent.settings import AgentSettings, load_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,24 +53,41 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_worker(settings: AgentSettings) -> int:
-    """Run the Celery worker for this node until it shuts down; its exit code."""
+def run_worker(settings: AgentSettings) -> tuple[int, NodeCommand | None]:
+    """Run the Celery worker for this node until it shuts down; its exit code and the command that stopped it."""
     runtime = AgentRuntime(settings)
     runtime.layout.create()
     atexit.register(runtime.running.kill_now)
     app = create_app(settings, runtime)
+    code = 0
     try:
         app.worker_main(worker_argv(settings))
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     finally:
         runtime.stop()
-    return 0
+    return code, runtime.exit_action
+
+
+def restart_argv(argv: list[str]) -> list[str]:
+    """The command line that runs this agent again with the same arguments."""
+    return [sys.executable, "-m", "nodeagent", *argv]
+
+
+def reexecute(argv: list[str]) -> None:
+    """Replace this process with a fresh agent (the `reboot` command); never returns."""
+    logging.getLogger("nodeagent").warning("rebooting: the agent starts again in this process")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    command = restart_argv(argv)
+    os.execv(command[0], command)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m nodeagent` and `batchyard agent`; the process exit code."""
-    args = parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(given)
     try:
         settings = load_settings(**overrides(args))
     except ConfigError as exc:
@@ -71,10 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        return run_worker(settings)
+        code, command = run_worker(settings)
     except OSError as exc:
         logging.getLogger("nodeagent").error("node %s: agent failed to start: %s", settings.node_id, exc)
         return 1
+    if command == "reboot":
+        reexecute(given)
+    if command == "leave":
+        logging.getLogger("nodeagent").warning("node %s: removed from its pool; exiting", settings.node_id)
+        return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
 """The agent runtime: wires settings to the client, file server, heartbeat and runner, and handles dispatches.
 
-Besides the attempts, it runs three background threads: the heartbeat, the
-pool config applier (accounts, packages, start task) and the retention sweeper.
+Besides the attempts, it runs four background threads: the heartbeat, the
+fence (`nodeagent.fencing`), the pool config applier (accounts, packages,
+start task) and the retention sweeper, plus the guard process that kills the
+attempts' processes if the agent dies (`nodeagent.guard`). It obeys the node
+commands of heartbeat answers: `reboot` and `leave` stop every attempt
+(unreported) and shut the Celery worker down; `nodeagent.__main__` then
+re-executes the agent or exits 0.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +27,13 @@ from pydantic import ValidationError
 from nodeagent import __version__, cgroups, container, process, runner
 from nodeagent.blob import AzureBlobStore, BlobStore
 from nodeagent.client import ControllerClient
+from nodeagent.fencing import Fence
 from nodeagent.files import FileServer
+from nodeagent.guard import Guard
 from nodeagent.heartbeat import Heartbeat
 from nodeagent.identity import IdentityResolver
 from nodeagent.layout import NodeLayout
-from nodeagent.messages import AttemptSpec, Dispatch, HeartbeatAnswer, NodeHeartbeat, TaskReport
+from nodeagent.messages import AttemptSpec, Dispatch, HeartbeatAnswer, NodeCommand, NodeHeartbeat, TaskReport
 from nodeagent.poolconfig import ApplyDeps, PoolConfigApplier
 from nodeagent.reporter import Reporter
 from nodeagent.retention import Retention
@@ -34,6 +43,11 @@ from nodeagent.state import Spool
 from nodeagent.steps.base import RunDeps
 
 log = logging.getLogger(__name__)
+
+
+def terminate_worker() -> None:
+    """Ask this process's Celery worker for a warm shutdown (SIGTERM to itself)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class AgentRuntime:
@@ -47,12 +61,20 @@ class AgentRuntime:
         blob: BlobStore | None = None,
         run_process: process.RunFunction = process.run,
         identities: IdentityResolver | None = None,
+        guard: Guard | None = None,
+        shutdown_worker: Callable[[], None] = terminate_worker,
     ) -> None:
         self.settings = settings
         self.layout = NodeLayout(settings.root_dir.expanduser().absolute())
-        self.client = client or ControllerClient(settings.controller_url, settings.node_secret)
+        self.client = client or ControllerClient(
+            settings.controller_url, settings.node_secret, heartbeat_timeout=settings.heartbeat_timeout_seconds
+        )
         self.reporter = Reporter(self.client, Spool(self.layout))
-        self.running = RunningAttempts()
+        self.guard = guard or Guard()
+        self.running = RunningAttempts(self.guard)
+        self.fence = Fence(
+            self.running.fence, heartbeat_seconds=settings.heartbeat_seconds, default_seconds=settings.fence_seconds
+        )
         self.files = FileServer(
             self.layout.root, settings.node_secret, settings.file_server_host, settings.file_server_port
         )
@@ -62,6 +84,7 @@ class AgentRuntime:
             self.cancel_attempts,
             settings.heartbeat_seconds,
             on_answer=self.on_heartbeat_answer,
+            on_recover=self.client.wake_retries,
         )
         self.identities = identities or IdentityResolver.for_agent(settings.user_prefix)
         self.retention = Retention(
@@ -91,6 +114,10 @@ class AgentRuntime:
             identities=self.identities,
         )
         self.boot_time = datetime.now(UTC)
+        self.exit_action: NodeCommand | None = None
+        """The node command that stopped the agent, if one did: `__main__` re-executes it or exits 0."""
+        self._shutdown_worker = shutdown_worker
+        self._command_lock = threading.Lock()
         self._started = False
         self._stopped = False
 
@@ -114,6 +141,7 @@ class AgentRuntime:
         self.retention.start()
         self.heartbeat.beat()
         self.heartbeat.start()
+        self.fence.start()
         threading.Thread(target=self.reporter.replay, args=(pending,), name="report-replay", daemon=True).start()
         log.info("node %s: agent started, files at %s", self.settings.node_id, self.file_server_url)
 
@@ -121,7 +149,9 @@ class AgentRuntime:
         """Find out whether attempts get cgroups and whether container tasks can run; clear stale cgroups."""
         self.deps = replace(
             self.deps,
-            cgroups=cgroups.detect(self.settings.cgroups, self.settings.node_id),
+            cgroups=cgroups.detect(
+                self.settings.cgroups, cgroups.node_group_name(self.settings.node_id, self.layout.root)
+            ),
             container_runtime=container.detect_runtime(agent_path()),
         )
         stale = cgroups.sweep(self.deps.cgroups)
@@ -130,7 +160,7 @@ class AgentRuntime:
 
     def request_stop(self) -> None:
         """Begin shutting down: no new claims, stop retries, kill every running attempt's processes."""
-        self.client.stop.set()
+        self.client.halt()
         cancelled = self.running.cancel_all()
         if cancelled:
             log.info("node %s: stopping running attempts %s", self.settings.node_id, cancelled)
@@ -144,11 +174,13 @@ class AgentRuntime:
         if not self.running.wait_empty(self.settings.kill_grace_seconds + 2.0):
             self.running.kill_now()
         cgroups.remove_node(self.deps.cgroups)
+        self.fence.stop()
         self.heartbeat.stop()
         self.pool_config.stop()
         self.retention.stop()
         self.files.stop()
         self.client.close()
+        self.guard.close()
 
     def build_heartbeat(self) -> NodeHeartbeat:
         """The heartbeat describing this node now."""
@@ -169,10 +201,29 @@ class AgentRuntime:
         )
 
     def on_heartbeat_answer(self, answer: HeartbeatAnswer) -> None:
-        """Keep the lease length and hand a changed pool config to the applier."""
+        """Renew the fence, keep the lease length, hand a changed pool config to the applier, obey a command."""
+        self.fence.heard(answer.lease_seconds)
         self.lease_seconds = answer.lease_seconds
+        if answer.command is not None:
+            self.obey(answer.command)
+            return
         if answer.pool_config is not None:
             self.pool_config.offer(answer.pool_config)
+
+    def obey(self, command: NodeCommand) -> None:
+        """Act on a node command once: stop every attempt (they are not reported), then stop the worker."""
+        with self._command_lock:
+            if self.exit_action is not None:
+                return
+            self.exit_action = command
+        log.warning(
+            "node %s: the controller asks this agent to %s; stopping attempts %s",
+            self.settings.node_id,
+            command,
+            self.running.ids(),
+        )
+        self.request_stop()
+        self._shutdown_worker()
 
     def cancel_attempts(self, attempt_ids: list[str]) -> None:
         """Take away attempts the controller says are no longer this node's."""
@@ -227,7 +278,7 @@ class AgentRuntime:
                 return
 
     def _accept(self, payload: Mapping[str, Any]) -> Dispatch | None:
-        """The dispatch if it is valid, for this node, and the agent is not stopping."""
+        """The dispatch if it is valid, for this node, and the agent is neither stopping nor fenced."""
         try:
             dispatch = Dispatch.model_validate(payload)
         except ValidationError as exc:
@@ -243,5 +294,9 @@ class AgentRuntime:
             return None
         if self.client.stop.is_set():
             log.info("attempt %s: agent stopping, not claimed", dispatch.attempt_id)
+            return None
+        if self.fence.silence() > self.fence.window:
+            # It would be fenced as soon as it started; the controller offers it again later.
+            log.warning("attempt %s: no heartbeat answered lately, not claimed", dispatch.attempt_id)
             return None
         return dispatch

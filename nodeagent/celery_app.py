@@ -21,9 +21,6 @@ from nodeagent.settings import AgentSettings
 
 log = logging.getLogger(__name__)
 
-VISIBILITY_TIMEOUT_SECONDS = 600
-"""Redelivery delay of a message taken but never started (it only covers unclaimed dispatches)."""
-
 HEALTH_CHECK_SECONDS = 25
 """How often kombu checks the broker connection."""
 
@@ -35,7 +32,8 @@ def celery_config(settings: AgentSettings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "broker_transport_options": {
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # Only covers messages taken but not yet started: they are acknowledged before the claim.
+            "visibility_timeout": settings.visibility_timeout_seconds,
             "socket_keepalive": True,
             "health_check_interval": HEALTH_CHECK_SECONDS,
             "global_keyprefix": settings.broker_key_prefix,

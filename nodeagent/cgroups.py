@@ -10,6 +10,11 @@ The agent picks, once at start, the first usable of:
   `/sys/fs/cgroup/<controller>/batchyard/<node>/<attempt>`, one directory per controller;
 * none: usage comes from the reaped child's rusage and from sampling the process tree.
 
+`<node>` is the node id plus a digest of the agent's root directory (`node_group_name`): node ids
+are unique per host in a cluster, but local stacks on one host (`batchyard up` on two data
+directories, concurrent test runs) all have a `local-1`, and one agent's start-up sweep of stale
+cgroups must never kill another agent's attempts.
+
 An attempt's process joins its cgroup before the command execs: the argv is
 wrapped as `/bin/sh -c ENTER_SCRIPT <count> <cgroup.procs...> <program> <args...>`,
 where the shell writes its own pid into each `cgroup.procs` and then execs the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import signal
@@ -118,6 +124,11 @@ _T = TypeVar("_T")
 def _first(value: _T | None, fallback: _T | None) -> _T | None:
     """`value` unless it is None."""
     return fallback if value is None else value
+
+
+def node_group_name(node_id: str, node_root: Path) -> str:
+    """The cgroup name of one agent: its node id and a digest of its root directory (stable across restarts)."""
+    return f"{node_id}-{hashlib.sha256(str(node_root).encode()).hexdigest()[:8]}"
 
 
 def detect(mode: CgroupMode, node_id: str, root: Path = CGROUP_ROOT) -> CgroupSupport:

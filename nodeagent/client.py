@@ -57,6 +57,7 @@ class ControllerClient:
         report_retry: RetryPolicy | None = None,
         stop: threading.Event | None = None,
         sleep: Callable[[float], bool] | None = None,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._prefix = urlsplit(self._base).path
@@ -64,19 +65,40 @@ class ControllerClient:
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
         self._claim_retry = claim_retry or RetryPolicy(attempts=5)
         self._report_retry = report_retry or RetryPolicy(attempts=None)
+        self._heartbeat_timeout = heartbeat_timeout
         self.stop = stop or threading.Event()
-        self._sleep = sleep or self.stop.wait
+        self._wake = threading.Condition()
+        self._sleep = sleep or self._pause
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
 
-    def post(self, path: str, model: BaseModel) -> httpx.Response:
-        """POST `model` as JSON to `path` under the controller URL, signed."""
+    def halt(self) -> None:
+        """Stop every retry loop now (the agent is stopping)."""
+        self.stop.set()
+        self.wake_retries()
+
+    def wake_retries(self) -> None:
+        """End the back-off pauses of pending calls early (the controller answers again)."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait out one back-off delay, or less when woken; True when the client is stopping."""
+        with self._wake:
+            if not self.stop.is_set():
+                self._wake.wait(seconds)
+        return self.stop.is_set()
+
+    def post(self, path: str, model: BaseModel, timeout: float | None = None) -> httpx.Response:
+        """POST `model` as JSON to `path` under the controller URL, signed (with the client's timeout by default)."""
         body = model.model_dump_json().encode()
         headers = signed_headers(self._secret, "POST", self._prefix + path, body)
         headers["content-type"] = "application/json"
-        return self._http.post(self._base + path, content=body, headers=headers)
+        if timeout is None:
+            return self._http.post(self._base + path, content=body, headers=headers)
+        return self._http.post(self._base + path, content=body, headers=headers, timeout=timeout)
 
     def claim(self, attempt_id: str, node_id: str) -> AttemptSpec | None:
         """Claim an attempt; its spec, or None when it is someone else's or stale."""
@@ -104,7 +126,7 @@ class ControllerClient:
     def heartbeat(self, beat: NodeHeartbeat) -> HeartbeatAnswer:
         """Send one heartbeat; raises ControllerUnavailable when it is not answered with 2xx."""
         try:
-            response = self.post(messages.heartbeat_path(beat.node_id), beat)
+            response = self.post(messages.heartbeat_path(beat.node_id), beat, timeout=self._heartbeat_timeout)
         except httpx.HTTPError as exc:
             raise ControllerUnavailable(f"heartbeat failed: {exc}") from exc
         if not response.is_success:

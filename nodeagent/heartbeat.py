@@ -1,6 +1,7 @@
 """The heartbeat loop: tells the controller the node is alive and what it runs, stops what is stale.
 
-The rest of each answer (the pool config, the lease length) goes to `on_answer`.
+The rest of each answer (the pool config, the lease length, a command) goes to `on_answer`; the first
+answer after failures also calls `on_recover` (the client then retries pending reports at once).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ class Heartbeat:
         on_stale: Callable[[list[str]], None],
         interval: float,
         on_answer: Callable[[HeartbeatAnswer], None] | None = None,
+        on_recover: Callable[[], None] | None = None,
     ) -> None:
         self._send = send
         self._build = build
         self._on_stale = on_stale
         self._on_answer = on_answer
+        self._on_recover = on_recover
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -46,6 +49,8 @@ class Heartbeat:
             return False
         if self._failures:
             log.info("node %s: heartbeat answered again after %s failures", beat.node_id, self._failures)
+            if self._on_recover is not None:
+                self._on_recover()
         self._failures = 0
         if answer.stale_attempts:
             log.warning("node %s: controller reports stale attempts %s", beat.node_id, answer.stale_attempts)

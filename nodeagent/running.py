@@ -1,11 +1,14 @@
-"""The attempts this node is running now, and how to take one away."""
+"""The attempts this node is running now, and how to take one away (gently, or at once when fencing)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from nodeagent import process
 
@@ -19,15 +22,38 @@ class AttemptHandle:
     attempt_id: str
     cancel: threading.Event = field(default_factory=threading.Event)
     pgid: int | None = None
+    fenced: bool = False
+
+
+class ProcessWatcher(Protocol):
+    """Told when an attempt's process group starts and ends (the guard that kills them if the agent dies)."""
+
+    def watch(self, pid: int) -> None:
+        """A group started."""
+
+    def forget(self, pid: int) -> None:
+        """A group ended."""
+
+
+def group_alive(pgid: int) -> bool:
+    """True while process group `pgid` has a member."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunningAttempts:
     """Thread-safe registry of the attempts between their claim and their end."""
 
-    def __init__(self) -> None:
+    def __init__(self, watcher: ProcessWatcher | None = None) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._handles: dict[str, AttemptHandle] = {}
+        self._watcher = watcher
 
     def add(self, attempt_id: str) -> AttemptHandle | None:
         """Register an attempt; None when it is already running here."""
@@ -41,15 +67,22 @@ class RunningAttempts:
     def remove(self, attempt_id: str) -> None:
         """Forget an attempt that ended."""
         with self._changed:
-            self._handles.pop(attempt_id, None)
+            handle = self._handles.pop(attempt_id, None)
             self._changed.notify_all()
+        if handle is not None and handle.pgid is not None and self._watcher is not None:
+            self._watcher.forget(handle.pgid)
 
     def set_process(self, attempt_id: str, pgid: int) -> None:
         """Remember the process group of an attempt's command."""
         with self._lock:
             handle = self._handles.get(attempt_id)
-            if handle is not None:
-                handle.pgid = pgid
+            if handle is None:
+                return
+            previous, handle.pgid = handle.pgid, pgid
+        if self._watcher is not None:
+            if previous is not None:
+                self._watcher.forget(previous)
+            self._watcher.watch(pgid)
 
     def ids(self) -> list[str]:
         """Ids of the running attempts."""
@@ -72,6 +105,22 @@ class RunningAttempts:
         for attempt_id in ids:
             self.cancel(attempt_id)
         return ids
+
+    def fence(self) -> list[str]:
+        """SIGKILL and cancel (unreported) each unfenced attempt whose command runs or has not started; their ids.
+
+        An attempt whose command already ended is left alone: its report holds a real result.
+        """
+        with self._lock:
+            due = [h for h in self._handles.values() if not h.fenced and (h.pgid is None or group_alive(h.pgid))]
+            for handle in due:
+                handle.fenced = True
+                handle.cancel.set()
+        for handle in due:
+            if handle.pgid is not None:
+                with contextlib.suppress(OSError):
+                    process.kill_group(handle.pgid)
+        return sorted(handle.attempt_id for handle in due)
 
     def wait_empty(self, timeout: float) -> bool:
         """Wait until no attempt runs; False on timeout."""

@@ -61,6 +61,16 @@ class AgentSettings(BaseSettings):
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     """Seconds between two heartbeats."""
 
+    heartbeat_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest one heartbeat call may take; keep it well below the lease so a hung call cannot delay the next."""
+
+    fence_seconds: float = Field(default=20.0, gt=0)
+    """Fencing window until the controller has announced its lease length: with no heartbeat answered for
+    this long, the agent kills its running attempts (after that, the window follows the announced lease)."""
+
+    visibility_timeout_seconds: float = Field(default=600.0, gt=0)
+    """Broker redelivery delay of a message taken but never acknowledged (only unclaimed dispatches; see celery_app)."""
+
     kill_grace_seconds: float = Field(default=5.0, ge=0)
     """Seconds between SIGTERM and SIGKILL when a task's process group is stopped."""
 

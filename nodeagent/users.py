@@ -2,7 +2,9 @@
 
 Every change runs `useradd`, `usermod`, `groupadd`, `userdel` or `chpasswd`
 through `process.run_tool` while holding one lock, so two attempts never edit
-`/etc/passwd` at once. Accounts the agent creates carry `ACCOUNT_MARKER` as
+`/etc/passwd` at once; an agent also holds a host-wide lock (`HOST_LOCK_PATH`,
+flock) so that several agents on one host (`batchyard up`) do not race to
+create the same pool account. Accounts the agent creates carry `ACCOUNT_MARKER` as
 their GECOS comment; an existing account without it (a system or human account
 with the same name) is never adopted, changed or removed.
 
@@ -24,13 +26,15 @@ an argument list.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import grp
 import logging
 import os
 import pwd
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +59,30 @@ USERDEL_NO_SUCH_USER = 6
 USERDEL_IN_USE = 8
 """userdel's exit code when the account still runs processes."""
 
+HOST_LOCK_PATH = Path("/run/batchyard-accounts.lock")
+"""Locked (flock) around account changes by every agent of the host; /run is writable by root only."""
+
 ToolRunner = Callable[..., ToolResult]
 """Signature of `process.run_tool`."""
+
+
+@contextlib.contextmanager
+def host_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive flock on `path` for the block; without a path, or one that cannot be opened, just run it."""
+    if path is None:
+        yield
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.debug("no host-wide account lock at %s: %s", path, exc)
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -104,20 +130,28 @@ class Accounts:
         sudo_group: str | None = None,
         sudoers_dir: Path = SUDOERS_DIR,
         run_tool: ToolRunner = process.run_tool,
+        host_lock_path: Path | None = None,
     ) -> None:
         self.sudo_group = sudo_group
         self._sudoers_dir = sudoers_dir
         self._run_tool = run_tool
         self._lock = threading.RLock()
+        self._host_lock_path = host_lock_path
 
     @classmethod
     def detect(cls) -> Accounts:
-        """Accounts for this node: admin accounts join the sudo group when the node has sudo."""
-        return cls(sudo_group=SUDO_GROUP if sudo_available() else None)
+        """Accounts for this node: admin accounts join the sudo group when the node has sudo; host-wide locking."""
+        return cls(sudo_group=SUDO_GROUP if sudo_available() else None, host_lock_path=HOST_LOCK_PATH)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this instance's lock and the host-wide one."""
+        with self._lock, host_lock(self._host_lock_path):
+            yield
 
     def ensure(self, account: AccountSpec) -> pwd.struct_passwd:
         """Create `account` or check the existing one, then set its groups; its passwd entry."""
-        with self._lock:
+        with self._locked():
             existing = lookup(account.name)
             if existing is None:
                 self._create(account)
@@ -136,7 +170,7 @@ class Accounts:
             return
         if "\n" in password or "\r" in password:
             raise IdentityError("UserAccountCreationFailed", f"the password of account {name} contains a line break")
-        with self._lock:
+        with self._locked():
             result = self._run_tool(["chpasswd"], input=f"{name}:{password}\n".encode())
         if not result.ok:
             output = result.output.replace(password, "***")
@@ -146,7 +180,7 @@ class Accounts:
 
     def remove(self, name: str) -> bool:
         """Remove an account the agent created (not its home); True when it is gone."""
-        with self._lock:
+        with self._locked():
             entry = lookup(name)
             if entry is None:
                 return True

@@ -172,7 +172,8 @@ def collect_usage(cgroup: AttemptCgroup | None, sampler: TreeSampler | None) -> 
 
 def _check_result(ctx: TaskContext, result: ProcessResult) -> None:
     """Raise the failure a finished process means, if any."""
-    if result.cancelled:
+    # A fenced attempt's group is killed before the command notices the cancel: it is abandoned all the same.
+    if result.cancelled or ctx.cancel.is_set():
         raise AttemptAbandoned(ctx.attempt_id)
     if result.timed_out:
         raise WallClockExceeded(
