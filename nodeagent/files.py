@@ -139,6 +139,17 @@ def resolve_delete_path(root: Path, raw_path: str) -> Path:
     return parent / posixpath.basename(relative)
 
 
+def status_for(error: Exception) -> HTTPStatus:
+    """The answer to a path that could not be served: 400 outside the root, 404 missing, 409 not empty, else 403."""
+    if isinstance(error, (BadPath, UnicodeDecodeError)):
+        return HTTPStatus.BAD_REQUEST
+    if isinstance(error, FileNotFoundError):
+        return HTTPStatus.NOT_FOUND
+    if isinstance(error, NotEmpty):
+        return HTTPStatus.CONFLICT
+    return HTTPStatus.FORBIDDEN
+
+
 def query_flag(query: str, name: str) -> bool:
     """Whether the query string sets flag `name` to `1` or `true`."""
     values = parse_qs(query, keep_blank_values=True).get(name, [])
@@ -246,18 +257,11 @@ class FileRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             delete_path(resolve_delete_path(self.server.root, raw_path), query_flag(query, messages.RECURSIVE_QUERY))
-        except (BadPath, UnicodeDecodeError):
-            self._empty(HTTPStatus.BAD_REQUEST)
-            return
-        except FileNotFoundError:
-            self._empty(HTTPStatus.NOT_FOUND)
-            return
-        except NotEmpty:
-            self._empty(HTTPStatus.CONFLICT)
-            return
-        except OSError as exc:
-            log.warning("file server: cannot delete %s: %s", raw_path, exc)
-            self._empty(HTTPStatus.FORBIDDEN)
+        except (BadPath, UnicodeDecodeError, NotEmpty, OSError) as exc:
+            status = status_for(exc)
+            if status == HTTPStatus.FORBIDDEN:
+                log.warning("file server: cannot delete %s: %s", raw_path, exc)
+            self._empty(status)
             return
         self._empty(HTTPStatus.OK)
 
@@ -283,14 +287,8 @@ class FileRequestHandler(BaseHTTPRequestHandler):
         try:
             target = resolve_request_path(self.server.root, raw_path)
             info = target.stat()
-        except (BadPath, UnicodeDecodeError):
-            self._empty(HTTPStatus.BAD_REQUEST)
-            return
-        except FileNotFoundError:
-            self._empty(HTTPStatus.NOT_FOUND)
-            return
-        except OSError:
-            self._empty(HTTPStatus.FORBIDDEN)
+        except (BadPath, UnicodeDecodeError, OSError) as exc:
+            self._empty(status_for(exc))
             return
         listing = query_flag(query, messages.LIST_QUERY)
         if stat.S_ISDIR(info.st_mode) and listing:
