@@ -115,13 +115,14 @@ class ControllerClient:
     def report(self, attempt_id: str, report: TaskReport) -> ReportAnswer | None:
         """Deliver a report until answered; the answer, or None when stale or stopped."""
         response = self._call(messages.report_path(attempt_id), report, self._report_retry)
-        if response is None or response.status_code in STALE_STATUSES:
-            log.warning("attempt %s: report not accepted (%s)", attempt_id, _status(response))
-            return None
-        try:
-            return ReportAnswer.model_validate_json(response.content)
-        except ValidationError:
-            return ReportAnswer(accepted=True)
+        return _report_answer(attempt_id, response)
+
+    def report_once(self, attempt_id: str, report: TaskReport) -> tuple[bool, ReportAnswer | None]:
+        """Send a report once: (answered, the answer or None when stale); not answered on errors and 5xx."""
+        response = self._try_post(messages.report_path(attempt_id), report)
+        if response is None or not (response.is_success or response.status_code in STALE_STATUSES):
+            return False, None
+        return True, _report_answer(attempt_id, response)
 
     def heartbeat(self, beat: NodeHeartbeat) -> HeartbeatAnswer:
         """Send one heartbeat; raises ControllerUnavailable when it is not answered with 2xx."""
@@ -158,6 +159,17 @@ class ControllerClient:
         if not response.is_success and response.status_code not in STALE_STATUSES:
             log.warning("POST %s answered %s: %s", path, response.status_code, response.text[:200])
         return response
+
+
+def _report_answer(attempt_id: str, response: httpx.Response | None) -> ReportAnswer | None:
+    """The controller's answer to a report; None when there was none or the attempt is stale."""
+    if response is None or response.status_code in STALE_STATUSES:
+        log.warning("attempt %s: report not accepted (%s)", attempt_id, _status(response))
+        return None
+    try:
+        return ReportAnswer.model_validate_json(response.content)
+    except ValidationError:
+        return ReportAnswer(accepted=True)
 
 
 def _status(response: httpx.Response | None) -> str:

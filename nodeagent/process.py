@@ -1,7 +1,11 @@
 """The only module that starts processes.
 
 A command runs without a shell, in a new session (so in its own process group),
-with stdout and stderr written straight to files. Stopping it sends SIGTERM to
+with stdout and stderr written straight to files. A command that runs as
+another user starts through `setpriv`, which switches the identity right before
+exec: CPython can then start it with vfork instead of copying the agent's
+memory map with fork (only where `setpriv` is missing does Popen switch users
+itself, through fork). Stopping it sends SIGTERM to
 the group and to any descendant that left the group, waits a grace period, then
 sends SIGKILL the same way.
 
@@ -17,6 +21,7 @@ import logging
 import os
 import resource
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -48,6 +53,9 @@ TOOL_NOT_FOUND = 127
 
 TOOL_TIMED_OUT = 124
 """Exit code `run_tool` returns when the program ran past its timeout (timeout(1)'s convention)."""
+
+SETPRIV = shutil.which("setpriv", path=TOOL_PATH)
+"""util-linux's setpriv, which switches uid, gid and groups and then execs; None where the host lacks it."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +135,15 @@ def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
         raise ProcessStartError("CommandLaunchFailed", "the command line is empty")
     switch = spec.run_as is not None and spec.run_as.uid != os.getuid()
     run_as = spec.run_as if switch else None
+    argv = list(spec.argv)
+    if run_as is not None and SETPRIV is not None:
+        argv = switch_identity_argv(SETPRIV, run_as, resolve_program(argv[0], spec.env.get("PATH", ""), spec.cwd))
+        argv += spec.argv[1:]
+        run_as = None
     try:
         with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
             return subprocess.Popen(
-                list(spec.argv),
+                argv,
                 cwd=spec.cwd,
                 env=dict(spec.env),
                 stdin=subprocess.DEVNULL,
@@ -148,6 +161,27 @@ def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
         raise ProcessStartError("CommandProgramNotFound", f"program {spec.argv[0]!r} was not found") from exc
     except OSError as exc:
         raise ProcessStartError("CommandLaunchFailed", f"cannot start {spec.argv[0]!r}: {exc}") from exc
+
+
+def switch_identity_argv(setpriv: str, run_as: RunAs, program: str) -> list[str]:
+    """`setpriv` arguments that become `run_as` (uid, gid, exactly its supplementary groups) and exec `program`."""
+    groups = f"--groups={','.join(str(gid) for gid in run_as.groups)}" if run_as.groups else "--clear-groups"
+    return [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", groups, "--", program]
+
+
+def resolve_program(program: str, search_path: str, cwd: Path) -> str:
+    """The executable a program name runs, as exec would find it; raised as the launch failure otherwise."""
+    if "/" in program:
+        candidate = str(cwd / program)
+        if not os.path.isfile(candidate):
+            raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
+        if not os.access(candidate, os.X_OK):
+            raise ProcessStartError("CommandLaunchFailed", f"cannot start {program!r}: permission denied")
+        return candidate
+    found = shutil.which(program, path=search_path)
+    if found is None:
+        raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
+    return found
 
 
 def _wait(child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None) -> tuple[_Exit | None, bool, bool]:

@@ -1,4 +1,10 @@
-"""Report delivery: spool to disk, send until answered, forget; replay what is left at start."""
+"""Report delivery: send at once; when that is not answered, spool to disk and send until answered.
+
+A report is spooled only when its first send fails, so the usual path touches
+no file. An agent killed between a process exit and the first send loses the
+report; the controller's lease then requeues the attempt, as for any attempt
+whose agent died.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +25,14 @@ class Reporter:
         self._spool = spool
 
     def deliver(self, attempt_id: str, report: TaskReport) -> ReportAnswer | None:
-        """Spool the report, send it until answered, then drop it; it stays spooled if the agent stops first."""
-        self._spool.save(attempt_id, report)
-        answer = self._client.report(attempt_id, report)
-        if answer is None and self._client.stop.is_set():
-            log.info("attempt %s: agent stopping, report kept in the spool", attempt_id)
-            return None
+        """Send the report; unanswered, spool it and send until answered; it stays spooled if the agent stops first."""
+        answered, answer = self._client.report_once(attempt_id, report)
+        if not answered:
+            self._spool.save(attempt_id, report)
+            answer = self._client.report(attempt_id, report)
+            if answer is None and self._client.stop.is_set():
+                log.info("attempt %s: agent stopping, report kept in the spool", attempt_id)
+                return None
         self._spool.remove(attempt_id)
         if answer is not None and not answer.accepted:
             log.warning("attempt %s: controller refused the report: %s", attempt_id, answer.reason)

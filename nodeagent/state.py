@@ -1,8 +1,10 @@
 """Small JSON files that survive an agent restart: per-attempt step state and the report spool.
 
-Every write goes to a temporary file in the same directory, is flushed to
-disk, and is renamed over the target, so a crash leaves the old or the new
-content, never half of it.
+Every write goes to a temporary file in the same directory and is renamed
+over the target, so a crash leaves the old or the new content, never half of
+it. Spooled reports are also flushed to disk before the rename; step state is
+not, because after a machine crash the controller requeues the attempt and the
+step state of a lost attempt is never read.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ from nodeagent.messages import TaskReport
 log = logging.getLogger(__name__)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically (temporary file, fsync, rename)."""
+def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically (temporary file, fsync when `durable`, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -64,7 +67,7 @@ class StepState:
     def mark_done(self, key: str, value: Any = True) -> None:
         """Record `key` as finished and persist the state."""
         self._done[key] = value
-        write_atomic(self._path, json.dumps(self._done, sort_keys=True).encode())
+        write_atomic(self._path, json.dumps(self._done, sort_keys=True).encode(), durable=False)
 
     def remove(self) -> None:
         """Delete the state file."""
@@ -73,7 +76,7 @@ class StepState:
 
 
 class Spool:
-    """Reports written to disk before they are sent, and deleted once the controller answered."""
+    """Reports that could not be sent at once, kept on disk until the controller answered."""
 
     def __init__(self, layout: NodeLayout) -> None:
         self._layout = layout

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shlex
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ from nodeagent.container import ContainerRuntime, RunRequest
 from nodeagent.errors import AttemptAbandoned, CommandFailed, ProcessStartError, StepError, WallClockExceeded
 from nodeagent.layout import task_environment
 from nodeagent.messages import ContainerSpec, FailureCategory
-from nodeagent.process import ProcessResult, ProcessSpec
+from nodeagent.process import ProcessResult, ProcessSpec, resolve_program
 from nodeagent.steps.base import TaskContext
 
 log = logging.getLogger(__name__)
@@ -52,21 +51,6 @@ def remaining_seconds(ctx: TaskContext) -> float | None:
         return None
     elapsed = (datetime.now(UTC) - ctx.started_at).total_seconds()
     return max(limit - elapsed, 0.0)
-
-
-def resolve_program(program: str, search_path: str, cwd: Path) -> str:
-    """The executable a program name runs, as exec would find it; raised as the launch failure otherwise."""
-    if "/" in program:
-        candidate = str(cwd / program)
-        if not os.path.isfile(candidate):
-            raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
-        if not os.access(candidate, os.X_OK):
-            raise ProcessStartError("CommandLaunchFailed", f"cannot start {program!r}: permission denied")
-        return candidate
-    found = shutil.which(program, path=search_path)
-    if found is None:
-        raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
-    return found
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pytest
 
 from nodeagent import process
 from nodeagent.errors import ProcessStartError
+from nodeagent.identity import RunAs
 from nodeagent.process import ProcessSpec
 
 
@@ -224,3 +225,36 @@ def test_kill_user_processes_refuses_root_and_the_agent() -> None:
         process.kill_user_processes(0)
     with pytest.raises(ValueError):
         process.kill_user_processes(os.getuid())
+
+
+def test_identity_switch_arguments_name_exactly_the_groups() -> None:
+    member = RunAs(uid=1500, gid=1501, groups=(27, 100), home="/home/u", username="u")
+    alone = RunAs(uid=1500, gid=1501, groups=(), home="/home/u", username="u")
+    assert process.switch_identity_argv("/usr/bin/setpriv", member, "/bin/id") == [
+        "/usr/bin/setpriv", "--reuid=1500", "--regid=1501", "--groups=27,100", "--", "/bin/id",
+    ]  # fmt: skip
+    assert "--clear-groups" in process.switch_identity_argv("/usr/bin/setpriv", alone, "/bin/id")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@pytest.mark.parametrize("through_setpriv", [True, False], ids=["setpriv", "popen"])
+def test_a_command_runs_as_exactly_the_given_identity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through_setpriv: bool
+) -> None:
+    if through_setpriv and process.SETPRIV is None:
+        pytest.skip("the host has no setpriv")
+    if not through_setpriv:
+        monkeypatch.setattr(process, "SETPRIV", None)
+    nobody = RunAs(uid=65534, gid=65534, groups=(100,), home="/", username="nobody")
+    script = 'echo "$(id -u) $(id -g) $(id -G)"'
+    result = process.run(spec_for(tmp_path, "sh", "-c", script, run_as=nobody))
+    assert result.exit_code == 0
+    assert (tmp_path / "stdout.txt").read_text().split() == ["65534", "65534", "65534", "100"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_a_missing_program_of_another_user_is_command_program_not_found(tmp_path: Path) -> None:
+    nobody = RunAs(uid=65534, gid=65534, groups=(), home="/", username="nobody")
+    with pytest.raises(ProcessStartError) as caught:
+        process.run(spec_for(tmp_path, "no-such-program-here", run_as=nobody))
+    assert caught.value.code == "CommandProgramNotFound"
