@@ -31,10 +31,10 @@ async def reconcile(ctx: Context) -> None:
 
 
 async def expire_leases(ctx: Context) -> None:
-    """Running attempts whose lease ran out go back to the queue with requeueCount + 1."""
+    """Running (or stopping) attempts whose lease ran out go back to the queue with requeueCount + 1."""
     expired = await reads.due(ctx.redis, ctx.keys.leases(), _now_ms(), BATCH)
     for attempt_key in expired:
-        if await ctx.transitions.stop_attempt(attempt_key, "running", "requeue", iso(now()), new_etag()):
+        if await ctx.transitions.stop_attempt(attempt_key, "running,stopping", "requeue", iso(now()), new_etag()):
             log.warning("lease of attempt %s expired; its task is queued again", ctx.keys.attempt_id_of(attempt_key))
     if expired:
         await ctx.wake_scheduler()

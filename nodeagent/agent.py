@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from nodeagent import __version__, cgroups, container, process, runner
 from nodeagent.blob import AzureBlobStore, BlobStore
 from nodeagent.client import ControllerClient
+from nodeagent.errors import ControllerUnavailable
 from nodeagent.fencing import Fence
 from nodeagent.files import FileServer
 from nodeagent.guard import Guard
@@ -173,6 +174,7 @@ class AgentRuntime:
         self.request_stop()
         if not self.running.wait_empty(self.settings.kill_grace_seconds + 2.0):
             self.running.kill_now()
+        self._last_heartbeat()
         cgroups.remove_node(self.deps.cgroups)
         self.fence.stop()
         self.heartbeat.stop()
@@ -181,6 +183,13 @@ class AgentRuntime:
         self.files.stop()
         self.client.close()
         self.guard.close()
+
+    def _last_heartbeat(self) -> None:
+        """Tell the controller what still runs (usually nothing), confirming the stops it asked for."""
+        try:
+            self.client.heartbeat(self.build_heartbeat())
+        except ControllerUnavailable as exc:
+            log.info("node %s: last heartbeat not answered: %s", self.settings.node_id, exc)
 
     def build_heartbeat(self) -> NodeHeartbeat:
         """The heartbeat describing this node now."""

@@ -106,13 +106,26 @@ def _heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbeat:
     )
 
 
+async def _requeue_stopped(ctx: Context, node_id: str, attempt_keys: list[str]) -> None:
+    """Queue again the tasks of attempts the node was asked to stop and no longer runs."""
+    for attempt_key in attempt_keys:
+        if await ctx.transitions.stop_attempt(attempt_key, "stopping", "requeue", iso(now()), new_etag()):
+            log.info(
+                "node %s stopped attempt %s; its task is queued again", node_id, ctx.keys.attempt_id_of(attempt_key)
+            )
+    if attempt_keys:
+        await ctx.wake_scheduler()
+
+
 async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> HeartbeatAnswer:
     """Register or refresh a node, renew its leases, and send its pool's config when the node's is out of date."""
     beat = _heartbeat(ctx, node_id, body)
     lease = _ms(ctx.settings.lease_seconds)
-    command, stale_keys = await ctx.transitions.heartbeat(beat, iso(now()), _ms(), lease, new_etag())
+    result = await ctx.transitions.heartbeat(beat, iso(now()), _ms(), lease, new_etag())
+    command, stale_keys = result.command, result.stale
     if stale_keys:
         log.info("node %s told to stop %d stale attempts", node_id, len(stale_keys))
+    await _requeue_stopped(ctx, node_id, result.stopped)
     pool = await load(ctx.redis, ctx.keys.pool(beat.pool_key))
     config = None
     if command != "leave" and pool is not None and specs.config_version(pool) != body.pool_config_version:

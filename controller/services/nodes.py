@@ -17,6 +17,8 @@ from controller.store import reads
 log = logging.getLogger(__name__)
 
 DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
+LETS_TASKS_FINISH = ("taskcompletion", "retaineddata")
+"""Options under which running tasks finish before the node goes (a node's data stays on its disk here)."""
 OPERABLE_STATES = "idle,running,offline,starting,waitingforstarttask,starttaskfailed,unknown,unusable"
 """States in which a node accepts reboot, scheduling changes and removal."""
 
@@ -31,17 +33,23 @@ async def pool_node(ctx: Context, pool_id: str, node_id: str) -> tuple[Record, R
 
 
 async def evict(ctx: Context, node_id: str, option: str) -> int:
-    """Deal with the node's attempts: `requeue` them, fail them (`terminate`), or let running ones finish."""
+    """Deal with the node's attempts: `requeue` them, fail them (`terminate`), or let running ones finish.
+
+    A running attempt is requeued only once its node confirmed it stopped (`Transitions.stopping`), so
+    the task never runs in two places at once; an offered one goes back to the queue at once.
+    """
     attempts = await reads.set_members(ctx.redis, ctx.keys.node_attempts(node_id))
     failure = json.dumps(task_ended_failure("its node was taken out of service").model_dump(mode="json"))
     changed = 0
     for attempt_key in attempts:
-        if option == "taskcompletion":
+        if option in LETS_TASKS_FINISH:
             outcome = await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
         elif option == "terminate":
             outcome = await ctx.transitions.stop_attempt(attempt_key, "any", "fail", iso(now()), new_etag(), failure)
+        elif await ctx.transitions.stopping(attempt_key):
+            outcome = "stopping"
         else:
-            outcome = await ctx.transitions.stop_attempt(attempt_key, "any", "requeue", iso(now()), new_etag())
+            outcome = await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
         changed += outcome is not None
     if changed:
         await ctx.wake_scheduler()
@@ -78,8 +86,8 @@ async def reboot(ctx: Context, pool_id: str, node_id: str, option: str) -> None:
     """Restart the node's agent; with `taskcompletion` once its running tasks finished."""
     await pool_node(ctx, pool_id, node_id)
     fields = {"state": "rebooting", "stt": iso(now())}
-    fields["pending"] = "reboot" if option == "taskcompletion" else ""
-    if option != "taskcompletion":
+    fields["pending"] = "reboot" if option in LETS_TASKS_FINISH else ""
+    if option not in LETS_TASKS_FINISH:
         fields["command"] = "reboot"
     await _update(ctx, node_id, "idle,running,starttaskfailed,unusable,unknown,offline", fields)
     await evict(ctx, node_id, option)
@@ -88,7 +96,7 @@ async def reboot(ctx: Context, pool_id: str, node_id: str, option: str) -> None:
 async def leave_pool(ctx: Context, node_id: str, option: str) -> None:
     """Mark a node as leaving its pool; it is removed once nothing of it runs."""
     fields = {"state": "leavingpool", "stt": iso(now()), "scheduling": "disabled"}
-    if option != "taskcompletion":
+    if option not in LETS_TASKS_FINISH:
         fields["command"] = "leave"
     else:
         fields["pending"] = "leave"

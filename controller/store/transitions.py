@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "claim",
     "finish",
     "stop_attempt",
+    "stopping",
     "heartbeat",
     "end_job",
     "node_silent",
@@ -67,6 +68,15 @@ class Heartbeat:
     start_task: str = ""
     runtime: str = ""
     config_version: str = ""
+
+
+@dataclass(frozen=True)
+class BeatResult:
+    """What a heartbeat changed: the node's pending command, attempts it must stop, stops it confirmed."""
+
+    command: str
+    stale: list[str]
+    stopped: list[str]
 
 
 class Transitions:
@@ -146,17 +156,20 @@ class Transitions:
         result = cast(list[str], await self._run("stop_attempt", keys, [only_if, action, now, etag, failure]))
         return result[2] if result[0] == "ok" else None
 
-    async def heartbeat(
-        self, beat: Heartbeat, now: str, now_ms: int, lease_expiry_ms: int, etag: str
-    ) -> tuple[str, list[str]]:
-        """Record a node's heartbeat; returns its pending command ("" if none) and the attempt keys it must stop."""
+    async def heartbeat(self, beat: Heartbeat, now: str, now_ms: int, lease_expiry_ms: int, etag: str) -> BeatResult:
+        """Record a node's heartbeat: its pending command, the attempts it must stop, the stops it confirmed."""
         k = self.keys
         keys = [k.node(beat.node_id), k.pool_nodes(beat.pool_key), k.leases(), k.removed_nodes()]
+        keys.append(k.node_attempts(beat.node_id))
         args: list[Any] = [beat.node_id, beat.pool_key, beat.pool_id, now, now_ms, lease_expiry_ms, beat.slots]
         args += [beat.file_url, beat.ip, beat.version, beat.boot, etag, beat.state, beat.start_task, beat.runtime]
         args += [beat.config_version, *beat.attempt_keys]
-        command, *stale = cast(list[str], await self._run("heartbeat", keys, args))
-        return command, stale
+        command, count, *rest = cast(list[Any], await self._run("heartbeat", keys, args))
+        return BeatResult(str(command), list(rest[: int(count)]), list(rest[int(count) :]))
+
+    async def stopping(self, attempt_key: str) -> bool:
+        """Ask the node to stop a running attempt; its task is queued again once the stop is confirmed."""
+        return cast(list[str], await self._run("stopping", [attempt_key], []))[0] == "stopping"
 
     async def end_job(
         self, job_key: str, pool_key: str, target: str, now: str, etag: str, reason: str, failure: str

@@ -62,6 +62,7 @@ def test_disabling_scheduling_requeues_and_enabling_runs_the_task_again(shared_s
     options = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="requeue")
     client.disable_node_scheduling("sched", node_id, options)
     until("the node to be offline", lambda: client.get_node("sched", node_id).state == "offline")
+    until("the node to confirm the stop", lambda: _task(client, "sched-job", "long").state == "active")
     task = _task(client, "sched-job", "long")
     assert (task.state, task.execution_info.requeue_count, task.execution_info.retry_count) == ("active", 1, 0)
     with pytest.raises(HttpResponseError) as again:

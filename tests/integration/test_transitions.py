@@ -121,13 +121,44 @@ async def test_terminating_a_job_fails_running_tasks_and_keeps_queued_ones_activ
     assert await store.end_job("job", "p", "completed", NOW, "0x5", "UserTerminate", failure) == ["ok"]
     assert await store.redis.hget(running_key, "state") == "completed"
     assert await store.redis.hget(queued_key, "state") == "active"
-    _, stale = await store.heartbeat(
+    beat = await store.heartbeat(
         Heartbeat("n1", "p", "p", 1, "u", "127.0.0.1", "1", NOW, [store.keys.attempt(attempt_id)]), NOW, 0, 0, "0x6"
     )
-    assert stale == [store.keys.attempt(attempt_id)]
+    assert beat.stale == [store.keys.attempt(attempt_id)]
 
 
 async def test_adding_a_task_twice_keeps_the_first(store: Transitions) -> None:
     await _job_with_tasks(store, 1)
     result = await store.add_tasks("job", "p", "1", [("t0", {"id": "T0", "state": "active"})])
     assert result == ["ok", "t0"]
+
+
+async def test_a_stopping_attempt_keeps_its_task_running_until_its_node_confirms_the_stop(store: Transitions) -> None:
+    # Given a running attempt that the controller asks its node to stop
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store, slots=1)
+    attempt_key = store.keys.attempt(await _running(store, task_key))
+    assert await store.stopping(attempt_key)
+    assert not await store.stopping(attempt_key)
+    # When the node still lists it, it is told to stop it, and the task stays running on its slot
+    still = Heartbeat("n1", "p", "p", 1, "u", "127.0.0.1", "1", NOW, [attempt_key])
+    beat = await store.heartbeat(still, NOW, 0, 0, "0x3")
+    assert (beat.stale, beat.stopped) == ([attempt_key], [])
+    assert await store.redis.hget(task_key, "state") == "running"
+    assert await store.redis.hget(store.keys.node("n1"), "used") == "1"
+    # Then the first heartbeat without it confirms the stop, and the task is queued again with one more requeue
+    beat = await store.heartbeat(Heartbeat("n1", "p", "p", 1, "u", "127.0.0.1", "1", NOW, []), NOW, 0, 0, "0x4")
+    assert (beat.stale, beat.stopped) == ([], [attempt_key])
+    assert await store.stop_attempt(attempt_key, "stopping", "requeue", NOW, "0x5") == "queued"
+    assert await store.redis.hmget(task_key, "state", "requeues") == ["active", "1"]
+    assert await store.redis.hget(store.keys.node("n1"), "used") == "0"
+
+
+async def test_a_report_from_a_stopping_attempt_is_refused(store: Transitions) -> None:
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store, slots=1)
+    attempt_id = await _running(store, task_key)
+    assert await store.stopping(store.keys.attempt(attempt_id))
+    ok, _ = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x3", {"exit_code": "0"})
+    assert not ok
+    assert await store.redis.hget(task_key, "state") == "running"

@@ -1,16 +1,17 @@
 -- A node reports in: register it on first contact, follow its readiness, renew its attempts' leases,
 -- and hand it any pending command.
--- KEYS: 1 node, 2 pool node index, 3 leases, 4 removed-node set.
+-- KEYS: 1 node, 2 pool node index, 3 leases, 4 removed-node set, 5 the node's attempts.
 -- ARGV: 1 node id, 2 pool key, 3 pool id, 4 now (ISO), 5 now (ms), 6 lease expiry (ms), 7 slots,
 --       8 file server URL, 9 ip, 10 agent version, 11 boot time (ISO), 12 etag,
 --       13 readiness state ("idle" when ready, else starting | waitingforstarttask | starttaskfailed),
 --       14 start task info (JSON or ""), 15 container runtime, 16 applied pool config version,
 --       then the attempt hash keys it runs.
--- Returns {command ("" | "reboot" | "leave"), attempt keys it should no longer run...}.
+-- Returns {command ("" | "reboot" | "leave"), n, the n attempt keys it should no longer run...,
+--          then the keys of its stopping attempts it no longer runs (their stop is confirmed)}.
 local node = KEYS[1]
 local now, ready = ARGV[4], ARGV[13]
 if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
-  local all = {'leave'}
+  local all = {'leave', #ARGV - 16}
   for i = 17, #ARGV do all[#all + 1] = ARGV[i] end
   return all
 end
@@ -31,14 +32,22 @@ redis.call('HSET', node, 'pool', ARGV[2], 'pool_id', ARGV[3], 'seen', ARGV[5], '
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 local command = redis.call('HGET', node, 'command') or ''
 if command == 'reboot' then redis.call('HDEL', node, 'command') end
-local result = {command}
+local result = {command, 0}
+local listed = {}
 for i = 17, #ARGV do
   local attempt = ARGV[i]
+  listed[attempt] = true
   local astate = redis.call('HGET', attempt, 'state')
   local mine = redis.call('HGET', attempt, 'node_id') == ARGV[1]
   if astate == 'running' and mine then
     redis.call('ZADD', KEYS[3], 'XX', ARGV[6], attempt)
   elseif not (astate == 'offered' and mine) then
+    result[#result + 1] = attempt
+  end
+end
+result[2] = #result - 2
+for _, attempt in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  if not listed[attempt] and redis.call('HGET', attempt, 'state') == 'stopping' then
     result[#result + 1] = attempt
   end
 end

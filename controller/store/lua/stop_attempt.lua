@@ -1,6 +1,6 @@
 -- Take an attempt away from its node and decide its task's fate.
 -- KEYS: 1 attempt, 2 leases, 3 offers.
--- ARGV: 1 only-if attempt state ("running" | "offered" | "any"),
+-- ARGV: 1 only-if attempt states (comma-separated, of "running", "stopping", "offered"; or "any"),
 --       2 action: "requeue" (queue the task again, requeueCount + 1 if it was running),
 --                 "release" (queue the task again, nothing counted),
 --                 "fail" (a running task completes as failed with ARGV[5]; an offered one is released),
@@ -8,7 +8,8 @@
 -- Returns {"ok", previous attempt state, task outcome ("queued" | "failed" | "")} or {"noop"}.
 local attempt = KEYS[1]
 local astate = redis.call('HGET', attempt, 'state')
-if not astate or astate == 'done' or (ARGV[1] ~= 'any' and ARGV[1] ~= astate) then return {'noop'} end
+if not astate or astate == 'done' then return {'noop'} end
+if ARGV[1] ~= 'any' and not string.find(',' .. ARGV[1] .. ',', ',' .. astate .. ',', 1, true) then return {'noop'} end
 local task, job = redis.call('HGET', attempt, 'task'), redis.call('HGET', attempt, 'job')
 redis.call('HINCRBY', redis.call('HGET', attempt, 'node'), 'used', -tonumber(redis.call('HGET', attempt, 'slots')))
 redis.call('SREM', redis.call('HGET', attempt, 'node_attempts'), attempt)

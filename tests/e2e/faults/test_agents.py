@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,6 @@ from tests.support.history import (
     events_dir,
     execution_info,
     get_task,
-    new_marker,
     recorded_command,
     task_body,
     wait_started,
@@ -39,34 +38,6 @@ from tests.support.servers import wait_for
 pytestmark = pytest.mark.e2e
 
 JOB = "faults"
-
-
-@pytest.fixture
-def marker() -> str:
-    return new_marker()
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path / "data") as running:
-        yield running
-
-
-@pytest.fixture
-def client(stack: FaultStack) -> Iterator[BatchClient]:
-    with stack.client() as signed:
-        yield signed
-
-
-@pytest.fixture
-def events(stack: FaultStack) -> Path:
-    return events_dir(stack.layout.nodes_dir)
-
-
-@pytest.fixture
-def watch(marker: str) -> Iterator[ProcessWatch]:
-    with ProcessWatch(marker) as watching:
-        yield watching
 
 
 def session_of(watch: ProcessWatch, task_id: str) -> int:

@@ -6,22 +6,19 @@ delivered again is claimed only if the controller still offers it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from batchyard.client import BatchClient
 from nodeagent.layout import NodeLayout
-from tests.support.faultstack import POOL_ID, FaultStack, fault_stack
+from tests.support.faultstack import POOL_ID, FaultStack
 from tests.support.history import (
     ProcessWatch,
     add_job,
     add_tasks,
     check_invariants,
-    events_dir,
     execution_info,
-    new_marker,
     recorded_command,
     task_body,
     wait_started,
@@ -35,31 +32,8 @@ JOB = "restarts"
 
 
 @pytest.fixture
-def marker() -> str:
-    return new_marker()
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[FaultStack]:
-    with fault_stack(tmp_path / "data", {"CONTROLLER_LEASE_SECONDS": "20"}) as running:
-        yield running
-
-
-@pytest.fixture
-def client(stack: FaultStack) -> Iterator[BatchClient]:
-    with stack.client() as signed:
-        yield signed
-
-
-@pytest.fixture
-def events(stack: FaultStack) -> Path:
-    return events_dir(stack.layout.nodes_dir)
-
-
-@pytest.fixture
-def watch(marker: str) -> Iterator[ProcessWatch]:
-    with ProcessWatch(marker) as watching:
-        yield watching
+def stack_env() -> dict[str, str]:
+    return {"CONTROLLER_LEASE_SECONDS": "20"}
 
 
 def node(client: BatchClient, node_id: str) -> dict[str, str]:

@@ -25,7 +25,6 @@ from tests.support.history import (
     check_invariants,
     events_dir,
     execution_info,
-    new_marker,
     release,
     released_command,
     task_body,
@@ -46,11 +45,6 @@ SHORT_LEASE_ENV = {"CONTROLLER_LEASE_SECONDS": "15", "CONTROLLER_NODE_TIMEOUT_SE
 """S8's lease: the 4 s partition plus a heartbeat timeout stays well inside its 13 s fencing window."""
 
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
-
-
-@pytest.fixture
-def marker() -> str:
-    return new_marker()
 
 
 @pytest.fixture

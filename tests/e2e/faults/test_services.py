@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from tests.support.history import (
     check_invariants,
     events_dir,
     execution_info,
-    new_marker,
     recorded_command,
     task_body,
     wait_started,
@@ -38,17 +36,6 @@ CONTROLLER_OUTAGE_SECONDS = 12.0
 
 REDIS_STOP_SECONDS = 20.0
 """S6: longer than the heartbeats' 2 s timeout and the broker's socket timeouts."""
-
-
-@pytest.fixture
-def marker() -> str:
-    return new_marker()
-
-
-@pytest.fixture
-def watch(marker: str) -> Iterator[ProcessWatch]:
-    with ProcessWatch(marker) as watching:
-        yield watching
 
 
 def start_agents(stack: FaultStack, count: int = 2) -> None:
