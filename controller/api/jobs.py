@@ -9,7 +9,7 @@ from controller import render
 from controller.api.common import context, list_options, param
 from controller.api.responses import accepted, created, entity, listing
 from controller.api.validation import parse_json, parse_model
-from controller.schemas.jobs import JobCreate, JobTerminate
+from controller.schemas.jobs import JobCreate, JobDisable, JobTerminate
 from controller.services import jobs
 
 
@@ -50,3 +50,18 @@ async def delete_job(request: Request) -> Response:
     ctx = context(request)
     request.app.state.background.add(await jobs.delete_job(ctx, param(request, "job_id")))
     return Response(status_code=202)
+
+
+async def disable_job(request: Request) -> Response:
+    """POST /jobs/{jobId}/disable."""
+    ctx = context(request)
+    body = parse_model(await request.body(), JobDisable)
+    record = await jobs.disable_job(ctx, param(request, "job_id"), body.disable_tasks)
+    return accepted(record, render.job_url(ctx.endpoint, record["id"]))
+
+
+async def enable_job(request: Request) -> Response:
+    """POST /jobs/{jobId}/enable."""
+    ctx = context(request)
+    record = await jobs.enable_job(ctx, param(request, "job_id"))
+    return accepted(record, render.job_url(ctx.endpoint, record["id"]))

@@ -44,6 +44,7 @@ NodeFillType = Annotated[str, BeforeValidator(ci_enum("spread", "pack"))]
 JobDefaultOrder = Annotated[str, BeforeValidator(ci_enum("none", "creationtime"))]
 AllTasksComplete = Annotated[str, BeforeValidator(ci_enum("noaction", "terminatejob"))]
 TaskFailureMode = Annotated[str, BeforeValidator(ci_enum("noaction", "performexitoptionsjobaction"))]
+DisableJobOption = Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "wait"))]
 
 
 def _valid_id(value: str) -> str:

@@ -10,6 +10,7 @@ from controller.schemas.common import (
     AllTasksComplete,
     BatchId,
     BatchModel,
+    DisableJobOption,
     DisplayName,
     Duration,
     NameValue,
@@ -75,3 +76,9 @@ class JobTerminate(BatchModel):
     """Body of POST /jobs/{jobId}/terminate (optional)."""
 
     terminate_reason: str | None = Field(default=None, max_length=1024)
+
+
+class JobDisable(BatchModel):
+    """Body of POST /jobs/{jobId}/disable: what happens to the job's running tasks."""
+
+    disable_tasks: DisableJobOption

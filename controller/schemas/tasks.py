@@ -54,6 +54,13 @@ class ExitConditions(BatchModel):
     file_upload_error: ExitOptions | None = None
     default: ExitOptions | None = None
 
+    def all_options(self) -> list[ExitOptions]:
+        """Every ExitOptions object given."""
+        mapped = [mapping.exit_options for mapping in self.exit_codes or []]
+        mapped += [mapping.exit_options for mapping in self.exit_code_ranges or []]
+        special = [self.pre_processing_error, self.file_upload_error, self.default]
+        return [*mapped, *(options for options in special if options is not None)]
+
 
 class AffinityInfo(BatchModel):
     """A soft hint for the node to run on."""

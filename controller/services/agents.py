@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import replace
 from typing import cast
 
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
+from controller.domain.exits import exit_actions
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import end_of_attempt
 from controller.errors import Conflict
 from controller.services import specs
+from controller.services.jobs import apply_job_action
 from controller.services.records import load
 from controller.store import reads
-from controller.store.transitions import Heartbeat
+from controller.store.transitions import AttemptFinish, Heartbeat
 from nodeagent.messages import (
     AttemptSpec,
     HeartbeatAnswer,
@@ -75,14 +79,18 @@ async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswe
         raise stale("unknown attempt")
     stamp = iso(now())
     decision = end_of_attempt(body, int(task.get("retries", "0")), int(task.get("max_retries", "0")), stamp)
+    conditions = json.loads(task.get("spec", "{}")).get("exitConditions")
+    actions = exit_actions(conditions, body.outcome, body.exit_code)
     fields = {**decision.fields, "etag": new_etag(), "stats": accumulated_stats(task.get("stats", ""), body)}
-    ok, detail = await ctx.transitions.finish(
-        attempt_id, body.node_id, decision.mode, decision.result, stamp, new_etag(), fields
-    )
+    job_key = ctx.keys.job_key_of_task(attempt["task"])
+    end = AttemptFinish(job_key, body.node_id, decision.mode, decision.result, stamp, new_etag(), fields)
+    ok, detail = await ctx.transitions.finish(attempt_id, replace(end, dependency_action=actions.dependency_action))
     if not ok:
         log.warning("report of attempt %s from node %s refused: %s", attempt_id, body.node_id, detail)
         raise stale(detail)
     log.info("attempt %s of %s/%s ended: %s", attempt_id, task["job"], task["id"], decision.mode)
+    if decision.mode == "completed" and actions.job_action != "none":
+        await apply_job_action(ctx, task["job"], actions.job_action)
     await ctx.wake_scheduler()
     return ReportAnswer(accepted=True)
 

@@ -16,6 +16,7 @@ from controller.domain.lifecycle import task_ended_failure
 from controller.errors import Conflict, NotFound
 from controller.render import Record
 from controller.schemas.jobs import JobCreate
+from controller.services.attempts import stop_attempts
 from controller.services.records import Page, load_or_404, new_record, page
 from controller.store import reads
 
@@ -100,6 +101,71 @@ async def terminate_job(ctx: Context, job_id: str, reason: str) -> Record:
     return await get_job(ctx, job_id)
 
 
+DISABLEABLE_STATES = "active,disabling,disabled"
+JOB_STATE_CODES = {
+    "completed": "JobCompleted",
+    "terminating": "JobBeingTerminated",
+    "deleting": "JobBeingDeleted",
+    "disabled": "JobDisabled",
+}
+
+
+def _state_conflict(state: str, fallback: str = "JobNotActive") -> Conflict:
+    code = JOB_STATE_CODES.get(state, fallback)
+    return Conflict(f"The operation is not allowed on a job in state {state}", code=code)
+
+
+async def _set_state(ctx: Context, record: Record, expected: str, state: str) -> None:
+    """Move the job to `state` if it is in one of `expected`; 409 otherwise."""
+    stamp = iso(now())
+    fields = {"state": state, "pstate": record["state"], "pstt": record["stt"], "stt": stamp, "modified": stamp}
+    result = await ctx.transitions.update_if(
+        ctx.keys.job(record["key"]), "state", expected, {**fields, "etag": new_etag()}
+    )
+    if result[0] == "missing":
+        raise job_not_found(record["id"])
+    if result[0] == "state":
+        raise _state_conflict(result[1])
+
+
+async def disable_job(ctx: Context, job_id: str, option: str) -> Record:
+    """Stop scheduling the job's tasks; its running tasks are requeued, terminated or left to finish (`option`)."""
+    record = await get_job(ctx, job_id)
+    await _set_state(ctx, record, DISABLEABLE_STATES, "disabling")
+    await ctx.redis.zrem(ctx.keys.pool_jobs(record["pool"]), record["key"])
+    attempts = await reads.set_members(ctx.redis, ctx.keys.job_attempts(record["key"]))
+    await stop_attempts(ctx, attempts, option, "its job was disabled")
+    await _set_state(ctx, await get_job(ctx, job_id), "disabling", "disabled")
+    log.info("job %s disabled (%s)", record["id"], option)
+    return await get_job(ctx, job_id)
+
+
+async def enable_job(ctx: Context, job_id: str) -> Record:
+    """Schedule a disabled job's tasks again."""
+    record = await get_job(ctx, job_id)
+    if record["state"] not in ("disabled", "disabling"):
+        raise Conflict(f"The job is {record['state']}, not disabled", code="OperationInvalidForCurrentState")
+    await _set_state(ctx, record, "disabled,disabling", "active")
+    await ctx.redis.zadd(ctx.keys.pool_jobs(record["pool"]), {record["key"]: float(record["order"])}, nx=True)
+    await ctx.wake_scheduler()
+    log.info("job %s enabled", record["id"])
+    return await get_job(ctx, job_id)
+
+
+async def apply_job_action(ctx: Context, job_id: str, action: str) -> None:
+    """Act on a completed task's exit jobAction (`disable` or `terminate`) if the job's onTaskFailure says so."""
+    record = await get_job(ctx, job_id)
+    if json.loads(record["spec"]).get("onTaskFailure") != "performexitoptionsjobaction":
+        return
+    try:
+        if action == "terminate":
+            await terminate_job(ctx, job_id, "TaskFailed")
+        elif action == "disable":
+            await disable_job(ctx, job_id, "requeue")
+    except Conflict as refused:
+        log.info("job %s: task exit action %s not applied: %s", job_id, action, refused.message)
+
+
 async def delete_job(ctx: Context, job_id: str) -> asyncio.Task[None]:
     """Begin deleting a job; its tasks are removed in the background, then the job itself."""
     record = await get_job(ctx, job_id)
@@ -128,6 +194,10 @@ async def purge_job(ctx: Context, job_key: str) -> None:
             pipe.zrem(keys.job_tasks(job_key), *members)
             await pipe.execute()
     await ctx.redis.unlink(keys.job_queue(job_key), keys.job_attempts(job_key), keys.job_tasks(job_key))
+    dependents = [key async for key in ctx.redis.scan_iter(match=keys.job_dependents(job_key) + "*", count=1000)]
+    for start in range(0, len(dependents), PURGE_BATCH):
+        await ctx.redis.unlink(*dependents[start : start + PURGE_BATCH])
+    await ctx.redis.unlink(keys.job_dependency_states(job_key))
     await ctx.redis.unlink(keys.job(job_key))
     await ctx.redis.zrem(keys.jobs(), job_key)
     log.info("job %s deleted", job_key)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
-from controller.domain.lifecycle import task_ended_failure
 from controller.errors import Conflict, NotFound
 from controller.render import Record
+from controller.services.attempts import LETS_TASKS_FINISH, stop_attempts
 from controller.services.pools import get_pool, resize_pool
 from controller.services.records import load
 from controller.store import reads
@@ -17,8 +16,6 @@ from controller.store import reads
 log = logging.getLogger(__name__)
 
 DEALLOCATION_OPTIONS = ("requeue", "terminate", "taskcompletion", "retaineddata")
-LETS_TASKS_FINISH = ("taskcompletion", "retaineddata")
-"""Options under which running tasks finish before the node goes (a node's data stays on its disk here)."""
 OPERABLE_STATES = "idle,running,offline,starting,waitingforstarttask,starttaskfailed,unknown,unusable"
 """States in which a node accepts reboot, scheduling changes and removal."""
 
@@ -33,27 +30,9 @@ async def pool_node(ctx: Context, pool_id: str, node_id: str) -> tuple[Record, R
 
 
 async def evict(ctx: Context, node_id: str, option: str) -> int:
-    """Deal with the node's attempts: `requeue` them, fail them (`terminate`), or let running ones finish.
-
-    A running attempt is requeued only once its node confirmed it stopped (`Transitions.stopping`), so
-    the task never runs in two places at once; an offered one goes back to the queue at once.
-    """
+    """Deal with the node's attempts as `option` says (`controller.services.attempts`)."""
     attempts = await reads.set_members(ctx.redis, ctx.keys.node_attempts(node_id))
-    failure = json.dumps(task_ended_failure("its node was taken out of service").model_dump(mode="json"))
-    changed = 0
-    for attempt_key in attempts:
-        if option in LETS_TASKS_FINISH:
-            outcome = await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
-        elif option == "terminate":
-            outcome = await ctx.transitions.stop_attempt(attempt_key, "any", "fail", iso(now()), new_etag(), failure)
-        elif await ctx.transitions.stopping(attempt_key):
-            outcome = "stopping"
-        else:
-            outcome = await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
-        changed += outcome is not None
-    if changed:
-        await ctx.wake_scheduler()
-    return changed
+    return await stop_attempts(ctx, attempts, option, "its node was taken out of service")
 
 
 async def _update(ctx: Context, node_id: str, expected: str, fields: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from controller.api.odata import ListOptions
 from controller.api.validation import error_from_validation
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
+from controller.domain.dependencies import check_dependencies, dependency_names, integer_id
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
 from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, invalid_property
@@ -53,9 +54,21 @@ def _reserved_id_error(job_spec: dict[str, Any], task_id: str) -> BatchError | N
     return None
 
 
+def _dependency_fields(body: TaskCreate) -> dict[str, str]:
+    """The store's dependency fields: `num` for an integer id, `_deps` (the names waited for) when it depends."""
+    fields = {}
+    number = integer_id(body.id)
+    if number is not None:
+        fields["num"] = str(number)
+    if body.depends_on is not None:
+        fields["_deps"] = ",".join(dependency_names(body.depends_on.wire()))
+    return fields
+
+
 def _task_fields(job: Record, body: TaskCreate, stamp: str) -> dict[str, str]:
     constraint = body.constraints.max_task_retry_count if body.constraints else None
     return {
+        **_dependency_fields(body),
         **new_record(body, body.id, stamp),
         "job": job["id"],
         "pool_id": job["pool_id"],
@@ -80,11 +93,23 @@ def _check_container(pool: Record | None, body: TaskCreate) -> BatchError | None
 
 
 def _check_dependencies(job_spec: dict[str, Any], body: TaskCreate) -> BatchError | None:
-    if body.depends_on is not None and not job_spec.get("usesTaskDependencies"):
+    if body.depends_on is None:
+        return None
+    if not job_spec.get("usesTaskDependencies"):
         return BatchError(
             "The job does not use task dependencies, so a task may not depend on others",
             code="TaskDependenciesNotSpecifiedOnJob",
         )
+    return check_dependencies(body.depends_on.wire())
+
+
+def _check_exit_conditions(job_spec: dict[str, Any], body: TaskCreate) -> BatchError | None:
+    """A jobAction needs a job whose onTaskFailure is performexitoptionsjobaction."""
+    if job_spec.get("onTaskFailure") == "performexitoptionsjobaction" or body.exit_conditions is None:
+        return None
+    if any(options.job_action is not None for options in body.exit_conditions.all_options()):
+        reason = "a jobAction needs the job's onTaskFailure to be performexitoptionsjobaction"
+        return invalid_property("exitConditions", reason)
     return None
 
 
@@ -112,6 +137,7 @@ async def add_tasks(ctx: Context, job_id: str, bodies: list[TaskCreate]) -> list
         error = (
             _reserved_id_error(job_spec, body.id)
             or _check_dependencies(job_spec, body)
+            or _check_exit_conditions(job_spec, body)
             or _check_container(pool, body)
             or _check_packages(known, body)
         )

@@ -39,6 +39,18 @@ class Keys:
         """Set of the job's live (offered or running) attempt hash keys."""
         return f"{self.prefix}:job:{job_key}:attempts"
 
+    def job_dependents(self, job_key: str) -> str:
+        """Prefix of the sets of tasks waiting for a dependency name (a task key, or `#n` for integer ids)."""
+        return f"{self.prefix}:job:{job_key}:dep:"
+
+    def job_dependency_states(self, job_key: str) -> str:
+        """Hash of dependency name -> `satisfied` | `blocked`, once the task(s) of that name completed."""
+        return f"{self.prefix}:job:{job_key}:depstate"
+
+    def job_task_prefix(self, job_key: str) -> str:
+        """What a task key is appended to for its hash key."""
+        return f"{self.prefix}:task:{job_key}:"
+
     def task(self, job_key: str, task_key: str) -> str:
         """Hash of one task."""
         return f"{self.prefix}:task:{job_key}:{task_key}"

@@ -71,6 +71,20 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class AttemptFinish:
+    """What `finish` applies: the reporting node, retry or completion, the task's new fields."""
+
+    job_key: str
+    node_id: str
+    mode: str
+    result: str
+    now: str
+    etag: str
+    fields: Mapping[str, str]
+    dependency_action: str = "satisfy"
+
+
+@dataclass(frozen=True)
 class BeatResult:
     """What a heartbeat changed: the node's pending command, attempts it must stop, stops it confirmed."""
 
@@ -107,7 +121,7 @@ class Transitions:
         """Add (task key, fields) pairs living until `deadline_ms`; returns the script's status list."""
         k = self.keys
         keys = [k.job(job_key), k.job_tasks(job_key), k.job_queue(job_key), k.pool_jobs(pool_key), k.seq()]
-        keys.append(k.task_deadlines())
+        keys += [k.task_deadlines(), k.job_dependency_states(job_key), k.job_dependents(job_key)]
         args: list[str] = [pool_key, order, str(deadline_ms)]
         for task_key, fields in tasks:
             args += [k.task(job_key, task_key), task_key, json.dumps(dict(fields))]
@@ -139,13 +153,15 @@ class Transitions:
         status, detail = await self._run("claim", keys, [node_id, now, lease_expiry_ms, etag])
         return status == "ok", detail
 
-    async def finish(
-        self, attempt_id: str, node_id: str, mode: str, result: str, now: str, etag: str, fields: Mapping[str, str]
-    ) -> tuple[bool, str]:
+    async def finish(self, attempt_id: str, end: AttemptFinish) -> tuple[bool, str]:
         """Apply an attempt's end; (True, "job-completed" or "") or (False, reason)."""
-        keys = [self.keys.attempt(attempt_id), self.keys.leases()]
-        flat = [item for pair in fields.items() for item in pair]
-        status, detail = await self._run("finish", keys, [node_id, mode, result, now, etag, *flat])
+        k = self.keys
+        job_key = end.job_key
+        keys = [k.attempt(attempt_id), k.leases(), k.job_dependency_states(job_key), k.job_dependents(job_key)]
+        keys.append(k.job_task_prefix(job_key))
+        flat = [item for pair in end.fields.items() for item in pair]
+        args = [end.node_id, end.mode, end.result, end.now, end.etag, end.dependency_action, *flat]
+        status, detail = await self._run("finish", keys, args)
         return status == "ok", detail
 
     async def stop_attempt(

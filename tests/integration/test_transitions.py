@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from controller.store.keys import Keys
-from controller.store.transitions import Heartbeat, Placement, Transitions
+from controller.store.transitions import AttemptFinish, Heartbeat, Placement, Transitions
 
 NOW = "2026-01-01T00:00:00.000000Z"
 
@@ -41,6 +41,10 @@ async def _job_with_tasks(store: Transitions, count: int, on_all_complete: str =
 async def _node(store: Transitions, node_id: str = "n1", slots: int = 2) -> None:
     beat = Heartbeat(node_id, "p", "p", slots, "http://127.0.0.1:1", "127.0.0.1", "1", NOW, [])
     await store.heartbeat(beat, NOW, 0, 0, "0x1")
+
+
+def _completed(etag: str, fields: dict[str, str], action: str = "satisfy") -> AttemptFinish:
+    return AttemptFinish("job", "n1", "completed", "success", NOW, etag, fields, dependency_action=action)
 
 
 async def _running(store: Transitions, task_key: str, node_id: str = "n1") -> str:
@@ -92,7 +96,7 @@ async def test_expired_lease_requeues_and_late_report_is_refused(store: Transiti
     task = await store.redis.hgetall(task_key)
     assert (outcome, task["state"], task["requeues"], task.get("retries", "0")) == ("queued", "active", "1", "0")
     assert await store.redis.zscore(store.keys.job_queue("job"), task_key) is not None
-    ok, _ = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x4", {"state": "completed"})
+    ok, _ = await store.finish(attempt_id, _completed("0x4", {"state": "completed"}))
     assert not ok
     assert await store.redis.hget(task_key, "state") == "active"
 
@@ -101,7 +105,7 @@ async def test_finish_frees_slots_and_counts(store: Transitions) -> None:
     (task_key,) = await _job_with_tasks(store, 1, on_all_complete="terminatejob")
     await _node(store)
     attempt_id = await _running(store, task_key)
-    ok, detail = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x4", {"state": "completed"})
+    ok, detail = await store.finish(attempt_id, _completed("0x4", {"state": "completed"}))
     job = await store.redis.hgetall(store.keys.job("job"))
     assert (ok, detail) == (True, "job-completed")
     assert (job["state"], job["reason"], job["n_succeeded"], job["n_running"]) == (
@@ -159,6 +163,60 @@ async def test_a_report_from_a_stopping_attempt_is_refused(store: Transitions) -
     await _node(store, slots=1)
     attempt_id = await _running(store, task_key)
     assert await store.stopping(store.keys.attempt(attempt_id))
-    ok, _ = await store.finish(attempt_id, "n1", "completed", "success", NOW, "0x3", {"exit_code": "0"})
+    ok, _ = await store.finish(attempt_id, _completed("0x3", {"exit_code": "0"}))
     assert not ok
     assert await store.redis.hget(task_key, "state") == "running"
+
+
+async def _add(store: Transitions, task_id: str, deps: str = "", number: str = "") -> str:
+    fields = {"id": task_id, "job": "Job", "state": "active", "stt": NOW, "slots": "1", "key": task_id.lower()}
+    if deps:
+        fields["_deps"] = deps
+    if number:
+        fields["num"] = number
+    result = await store.add_tasks("job", "p", "1", [(task_id.lower(), fields)])
+    assert result == ["ok", ""], result
+    return store.keys.task("job", task_id.lower())
+
+
+async def _queued(store: Transitions) -> list[str]:
+    return list(await store.redis.zrange(store.keys.job_queue("job"), 0, -1))
+
+
+async def _complete(store: Transitions, task_key: str, action: str) -> None:
+    attempt_id = await _running(store, task_key)
+    ok, _ = await store.finish(attempt_id, _completed("0x9", {"state": "completed"}, action))
+    assert ok
+
+
+async def test_a_dependent_joins_the_queue_when_its_last_parent_is_satisfied(store: Transitions) -> None:
+    await _job_with_tasks(store, 0)
+    await _node(store, slots=4)
+    # Given two parents, and a child added before one of them that waits for both (one by id, one by range)
+    first = await _add(store, "a")
+    child = await _add(store, "c", deps="a,#7")
+    late = await _add(store, "007", number="7")
+    assert await _queued(store) == [first, late]
+    assert await store.redis.hget(child, "waiting") == "2"
+    # When the first completes it still waits; when the integer-named one completes it is queued
+    await _complete(store, first, "satisfy")
+    assert child not in await _queued(store)
+    await _complete(store, late, "satisfy")
+    assert await _queued(store) == [child]
+    # And a task added after its parents were satisfied is queued at once
+    again = await _add(store, "d", deps="a,#7")
+    assert await _queued(store) == [child, again]
+
+
+async def test_a_blocking_parent_keeps_its_dependents_out_of_the_queue(store: Transitions) -> None:
+    await _job_with_tasks(store, 0)
+    await _node(store, slots=2)
+    parent = await _add(store, "p1")
+    child = await _add(store, "c1", deps="p1")
+    await _complete(store, parent, "block")
+    assert await store.redis.hget(child, "blocked") == "1"
+    assert await _queued(store) == []
+    # A dependent added after the parent blocked is blocked too, and never queued
+    later = await _add(store, "c2", deps="p1")
+    assert await store.redis.hget(later, "blocked") == "1"
+    assert await _queued(store) == []

@@ -1,9 +1,31 @@
 -- The claiming node reports an attempt's end: the task completes or goes back to the queue.
--- KEYS: 1 attempt, 2 leases.
+-- KEYS: 1 attempt, 2 leases, 3 job dependency states, 4 job dependents prefix, 5 job task prefix.
 -- ARGV: 1 node id, 2 mode ("completed" | "retry"), 3 result ("success" | "failure" | ""), 4 now (ISO),
---       5 job etag, then task field/value pairs (an empty value deletes the field).
+--       5 job etag, 6 dependency action of a completed task ("satisfy" | "block"),
+--       then task field/value pairs (an empty value deletes the field).
+-- A completed task settles its dependency names (its key and, for an integer id, `#n`): with "satisfy"
+-- each waiting dependent counts one wait less and joins the queue at zero; with "block" they are blocked.
 -- Returns {"ok", "job-completed" | ""} or {"refused", reason}.
 local attempt = KEYS[1]
+
+local function settle(name, action, queue, pool_jobs, job)
+  redis.call('HSET', KEYS[3], name, action == 'satisfy' and 'satisfied' or 'blocked')
+  local dependents = KEYS[4] .. name
+  for _, member in ipairs(redis.call('SMEMBERS', dependents)) do
+    local child = KEYS[5] .. member
+    if action ~= 'satisfy' then
+      redis.call('HSET', child, 'blocked', '1')
+    elseif redis.call('HINCRBY', child, 'waiting', -1) <= 0 and redis.call('HGET', child, 'blocked') ~= '1'
+        and redis.call('HGET', child, 'state') == 'active' then
+      redis.call('ZADD', queue, redis.call('HGET', child, 'seq'), child)
+      if redis.call('HGET', job, 'state') == 'active' then
+        redis.call('ZADD', pool_jobs, 'NX', redis.call('HGET', job, 'order'), redis.call('HGET', job, 'key'))
+      end
+    end
+  end
+  redis.call('DEL', dependents)
+end
+
 if redis.call('HGET', attempt, 'state') ~= 'running' then return {'refused', 'attempt is not running'} end
 if redis.call('HGET', attempt, 'node_id') ~= ARGV[1] then return {'refused', 'attempt belongs to another node'} end
 local task = redis.call('HGET', attempt, 'task')
@@ -19,18 +41,24 @@ redis.call('HSET', attempt, 'state', 'done')
 redis.call('EXPIRE', attempt, 86400)
 redis.call('HDEL', task, 'attempt')
 redis.call('HSET', task, 'pstate', redis.call('HGET', task, 'state'), 'pstt', redis.call('HGET', task, 'stt'))
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', task, ARGV[i]) else redis.call('HSET', task, ARGV[i], ARGV[i + 1]) end
 end
 redis.call('HINCRBY', job, 'n_running', -1)
 if ARGV[2] == 'retry' then
   redis.call('HINCRBY', job, 'n_active', 1)
   redis.call('ZADD', redis.call('HGET', attempt, 'queue'), redis.call('HGET', task, 'seq'), task)
-  redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
-    redis.call('HGET', job, 'key'))
+  if redis.call('HGET', job, 'state') == 'active' then
+    redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
+      redis.call('HGET', job, 'key'))
+  end
   return {'ok', ''}
 end
 redis.call('HINCRBY', job, 'n_completed', 1)
+local queue, pool_jobs = redis.call('HGET', attempt, 'queue'), redis.call('HGET', attempt, 'pool_jobs')
+settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue, pool_jobs, job)
+local number = redis.call('HGET', task, 'num')
+if number then settle('#' .. number, ARGV[6], queue, pool_jobs, job) end
 if ARGV[3] == 'success' then
   redis.call('HINCRBY', job, 'n_succeeded', 1)
   redis.call('HINCRBY', node, 'total_ok', 1)

@@ -43,6 +43,8 @@ end
 local jstate = redis.call('HGET', job, 'state')
 if jstate ~= 'completed' and jstate ~= 'terminating' and jstate ~= 'deleting' then
   redis.call('ZADD', redis.call('HGET', attempt, 'queue'), redis.call('HGET', task, 'seq'), task)
+end
+if jstate == 'active' then
   redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
     redis.call('HGET', job, 'key'))
 end

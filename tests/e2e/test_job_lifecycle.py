@@ -1,0 +1,151 @@
+"""Job lifecycle semantics through the official SDK: task dependencies, exit conditions, job disable and enable."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from azure.batch import BatchClient, models
+from azure.core.exceptions import HttpResponseError
+
+from tests.support.batch import batch_client, completed, until
+from tests.support.stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+LOCAL = models.BatchPoolInfo(pool_id="local")
+
+
+def _job(client: BatchClient, job_id: str, **options: object) -> None:
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=LOCAL, **options))  # type: ignore[arg-type]
+
+
+def _task(task_id: str, command: str, **options: object) -> models.BatchTaskCreateOptions:
+    return models.BatchTaskCreateOptions(id=task_id, command_line=command, **options)  # type: ignore[arg-type]
+
+
+def _never_started(client: BatchClient, job_id: str, task_id: str, seconds: float = 3.0) -> bool:
+    """True when the task stays active without an execution for `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        task = client.get_task(job_id, task_id)
+        if task.state != "active" or (task.execution_info and task.execution_info.start_time):
+            return False
+        time.sleep(0.3)
+    return True
+
+
+def test_a_dependent_waits_for_parents_by_id_and_by_range_even_when_added_first(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "deps", uses_task_dependencies=True)
+    # Given a task that depends on "setup" and on the integer ids 1..2, added before any of them
+    depends = models.BatchTaskDependencies(task_ids=["Setup"], task_id_ranges=[models.BatchTaskIdRange(start=1, end=2)])
+    client.create_task("deps", _task("merge", "/bin/true", depends_on=depends))
+    assert _never_started(client, "deps", "merge", 1.0)
+    # When the parents are added ("01" counts as 1) and complete
+    parents = [_task(task_id, "/bin/sleep 1") for task_id in ("setup", "01", "2")]
+    client.create_task_collection("deps", models.BatchTaskGroup(task_values=parents))
+    merge = completed(client, "deps", "merge")
+    # Then it ran only after the last parent ended
+    ends = [completed(client, "deps", task_id).execution_info.end_time for task_id in ("setup", "01", "2")]
+    assert merge.execution_info.exit_code == 0
+    assert merge.execution_info.start_time >= max(ends)
+    assert merge.depends_on.task_ids == ["Setup"]
+
+
+def test_a_failed_parent_blocks_its_dependents_unless_its_exit_condition_satisfies(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "blocking", uses_task_dependencies=True)
+    satisfy = models.ExitConditions(
+        exit_codes=[models.ExitCodeMapping(code=3, exit_options=models.ExitOptions(dependency_action="satisfy"))]
+    )
+    tasks = [
+        _task("fails", "/bin/sh -c 'exit 2'"),
+        _task("tolerated", "/bin/sh -c 'exit 3'", exit_conditions=satisfy),
+        _task("blocked", "/bin/true", depends_on=models.BatchTaskDependencies(task_ids=["fails"])),
+        _task("runs", "/bin/true", depends_on=models.BatchTaskDependencies(task_ids=["tolerated"])),
+    ]
+    client.create_task_collection("blocking", models.BatchTaskGroup(task_values=tasks))
+    assert completed(client, "blocking", "runs").execution_info.exit_code == 0
+    assert completed(client, "blocking", "tolerated").execution_info.result == "failure"
+    completed(client, "blocking", "fails")
+    assert _never_started(client, "blocking", "blocked")
+
+
+def test_dependencies_need_a_job_that_uses_them_and_a_bounded_list(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "plain")
+    depends = models.BatchTaskDependencies(task_ids=["a"])
+    with pytest.raises(HttpResponseError) as refused:
+        client.create_task("plain", _task("b", "/bin/true", depends_on=depends))
+    assert (refused.value.status_code, refused.value.error.code) == (400, "TaskDependenciesNotSpecifiedOnJob")
+    _job(client, "long-deps", uses_task_dependencies=True)
+    too_long = models.BatchTaskDependencies(task_ids=[f"parent-{i:058d}" for i in range(1000)])
+    with pytest.raises(HttpResponseError) as long_list:
+        client.create_task("long-deps", _task("b", "/bin/true", depends_on=too_long))
+    assert (long_list.value.status_code, long_list.value.error.code) == (400, "TaskDependencyListTooLong")
+
+
+def test_a_failed_task_terminates_its_job_when_the_job_performs_exit_actions(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "strict", task_failure_mode="performexitoptionsjobaction")
+    # A failure listed with jobAction none leaves the job alone
+    forgiven = models.ExitConditions(
+        exit_codes=[models.ExitCodeMapping(code=5, exit_options=models.ExitOptions(job_action="none"))]
+    )
+    client.create_task("strict", _task("forgiven", "/bin/sh -c 'exit 5'", exit_conditions=forgiven))
+    completed(client, "strict", "forgiven")
+    assert client.get_job("strict").state == "active"
+    # Any other failure takes the default jobAction, terminate, with reason TaskFailed
+    client.create_task("strict", _task("fatal", "/bin/sh -c 'exit 6'"))
+    until("the job to end", lambda: client.get_job("strict").state == "completed")
+    assert client.get_job("strict").execution_info.termination_reason == "TaskFailed"
+    with pytest.raises(HttpResponseError) as closed:
+        client.create_task("strict", _task("late", "/bin/true"))
+    assert closed.value.error.code == "JobCompleted"
+
+
+def test_a_job_action_needs_a_job_that_performs_exit_actions(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "lenient")
+    conditions = models.ExitConditions(default=models.ExitOptions(job_action="terminate"))
+    with pytest.raises(HttpResponseError) as refused:
+        client.create_task("lenient", _task("t", "/bin/true", exit_conditions=conditions))
+    assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidPropertyValue")
+
+
+def test_disable_with_requeue_stops_running_work_until_the_job_is_enabled(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "pausable")
+    client.create_task("pausable", _task("long", "/bin/sleep 2"))
+    until("the task to run", lambda: client.get_task("pausable", "long").state == "running")
+    # When the job is disabled with requeue, the task goes back to active and nothing of the job runs
+    client.begin_disable_job("pausable", models.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=0)
+    until("the job to be disabled", lambda: client.get_job("pausable").state == "disabled")
+    until("the task to be requeued", lambda: client.get_task("pausable", "long").state == "active")
+    client.create_task("pausable", _task("added", "/bin/true"))
+    assert _never_started(client, "pausable", "added", 2.0)
+    with pytest.raises(HttpResponseError) as again:
+        client.begin_enable_job("pausable", polling_interval=0).result()
+        client.begin_enable_job("pausable", polling_interval=0).result()
+    assert again.value.status_code == 409
+    # Then enabling runs both
+    long = completed(client, "pausable", "long")
+    assert (long.execution_info.exit_code, long.execution_info.requeue_count) == (0, 1)
+    assert completed(client, "pausable", "added").execution_info.exit_code == 0
+
+
+def test_disable_with_terminate_ends_running_tasks_and_wait_lets_them_finish(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    for job_id in ("ended", "waited"):
+        _job(client, job_id)
+        client.create_task(job_id, _task("t", "/bin/sleep 2"))
+    for job_id, option in (("ended", "terminate"), ("waited", "wait")):
+        until(f"{job_id} to run", lambda j=job_id: client.get_task(j, "t").state == "running")  # type: ignore[misc]
+        options = models.BatchJobDisableOptions(disable_tasks=option)
+        client.begin_disable_job(job_id, options, polling_interval=0)
+    ended = completed(client, "ended", "t")
+    assert ended.execution_info.failure_info.code == "TaskEnded"
+    waited = completed(client, "waited", "t")
+    assert (waited.execution_info.exit_code, waited.execution_info.failure_info) == (0, None)
+    assert client.get_job("waited").state == "disabled"
