@@ -46,6 +46,7 @@ ROUTES = [
     Route(JOB + "/terminate", jobs.terminate_job, methods=["POST"]),
     Route(JOB + "/disable", jobs.disable_job, methods=["POST"]),
     Route(JOB + "/enable", jobs.enable_job, methods=["POST"]),
+    Route(JOB + "/jobpreparationandreleasetaskstatus", jobs.job_task_status, methods=["GET"]),
     Route(JOB + "/tasks", tasks.add_task, methods=["POST"]),
     Route(JOB + "/tasks", tasks.list_tasks, methods=["GET"]),
     Route(JOB + "/addtaskcollection", tasks.add_task_collection, methods=["POST"]),
@@ -74,6 +75,7 @@ ROUTES = [
     Route("/agent/v1/attempts/{attempt_id}/claim", agent.claim, methods=["POST"]),
     Route("/agent/v1/attempts/{attempt_id}/report", agent.report, methods=["POST"]),
     Route("/agent/v1/nodes/{node_id}/heartbeat", agent.heartbeat, methods=["POST"]),
+    Route("/agent/v1/nodes/{node_id}/jobtasks", agent.job_task, methods=["POST"]),
 ]
 
 

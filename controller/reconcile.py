@@ -8,6 +8,7 @@ import time
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
 from controller.services.jobs import expire_jobs
+from controller.services.jobtasks import drive_releases
 from controller.services.tasks import expire_tasks
 from controller.store import reads
 from nodeagent.messages import Dispatch
@@ -28,6 +29,7 @@ async def reconcile(ctx: Context) -> None:
     await mark_silent_nodes(ctx)
     await expire_jobs(ctx)
     await expire_tasks(ctx)
+    await drive_releases(ctx)
 
 
 async def expire_leases(ctx: Context) -> None:

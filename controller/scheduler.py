@@ -129,7 +129,10 @@ class Scheduler:
             return free
         rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity")
         wants = [Want(key, int(row[0] or 1), row[3] or "") for key, row in zip(task_keys, rows, strict=True)]
-        placed, left = place(wants, free, fill_type)
+        unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key))
+        usable = {node: slots for node, slots in free.items() if node not in unprepared}
+        placed, left = place(wants, usable, fill_type)
+        left = {**free, **left}
         names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         await self._offer(job_key, pool_key, placed, names)
         return {node: slots for node, slots in left.items() if slots > 0}

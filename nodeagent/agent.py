@@ -2,7 +2,8 @@
 
 Besides the attempts, it runs four background threads: the heartbeat, the
 fence (`nodeagent.fencing`), the pool config applier (accounts, packages,
-start task) and the retention sweeper, plus the guard process that kills the
+start task) and the retention sweeper, and job release tasks when the
+controller asks for them (`nodeagent.jobtasks`), plus the guard process that kills the
 attempts' processes if the agent dies (`nodeagent.guard`). It obeys the node
 commands of heartbeat answers: `reboot` and `leave` stop every attempt
 (unreported) and shut the Celery worker down; `nodeagent.__main__` then
@@ -33,6 +34,7 @@ from nodeagent.files import FileServer
 from nodeagent.guard import Guard
 from nodeagent.heartbeat import Heartbeat
 from nodeagent.identity import IdentityResolver
+from nodeagent.jobtasks import JobTasks
 from nodeagent.layout import NodeLayout
 from nodeagent.messages import AttemptSpec, Dispatch, HeartbeatAnswer, NodeCommand, NodeHeartbeat, TaskReport
 from nodeagent.poolconfig import ApplyDeps, PoolConfigApplier
@@ -115,6 +117,10 @@ class AgentRuntime:
             identities=self.identities,
         )
         self.boot_time = datetime.now(UTC)
+        self.job_tasks = JobTasks(
+            self.layout, lambda: self.deps, self.client.job_task_report, boot_id=self.boot_time.isoformat()
+        )
+        self.deps = replace(self.deps, job_tasks=self.job_tasks)
         self.exit_action: NodeCommand | None = None
         """The node command that stopped the agent, if one did: `__main__` re-executes it or exits 0."""
         self._shutdown_worker = shutdown_worker
@@ -218,6 +224,8 @@ class AgentRuntime:
             return
         if answer.pool_config is not None:
             self.pool_config.offer(answer.pool_config)
+        for release in answer.job_releases:
+            self.job_tasks.release(release)
 
     def obey(self, command: NodeCommand) -> None:
         """Act on a node command once: stop every attempt (they are not reported), then stop the worker."""

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ValidationError
 
 from nodeagent import messages
 from nodeagent.errors import ControllerUnavailable
-from nodeagent.messages import AttemptSpec, ClaimRequest, HeartbeatAnswer, NodeHeartbeat, ReportAnswer, TaskReport
+from nodeagent.messages import (
+    AttemptSpec,
+    ClaimRequest,
+    HeartbeatAnswer,
+    JobTaskReport,
+    NodeHeartbeat,
+    ReportAnswer,
+    TaskReport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,12 @@ class ControllerClient:
         if response is None or not (response.is_success or response.status_code in STALE_STATUSES):
             return False, None
         return True, _report_answer(attempt_id, response)
+
+    def job_task_report(self, report: JobTaskReport) -> None:
+        """Deliver a job preparation or release report (a few tries; the controller keeps the latest)."""
+        response = self._call(messages.job_task_path(report.node_id), report, self._claim_retry)
+        if response is None or not response.is_success:
+            log.warning("job %s: %s report not accepted (%s)", report.job_id, report.kind, _status(response))
 
     def heartbeat(self, beat: NodeHeartbeat) -> HeartbeatAnswer:
         """Send one heartbeat; raises ControllerUnavailable when it is not answered with 2xx."""

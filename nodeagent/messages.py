@@ -68,6 +68,11 @@ def heartbeat_path(node_id: str) -> str:
     return f"{AGENT_API_PREFIX}/nodes/{node_id}/heartbeat"
 
 
+def job_task_path(node_id: str) -> str:
+    """Controller path an agent posts its job preparation and release reports to."""
+    return f"{AGENT_API_PREFIX}/nodes/{node_id}/jobtasks"
+
+
 def node_signature(secret: str, method: str, path: str, date: str, body: bytes) -> str:
     """HMAC-SHA256 over the method, raw path, date and body digest, base64-encoded."""
     digest = hashlib.sha256(body).hexdigest()
@@ -219,6 +224,20 @@ class AttemptSpec(WireModel):
     container: ContainerSpec | None = None
     job_preparation_task_id: str | None = None
     """Set when the job has a preparation task: the agent exports AZ_BATCH_JOB_PREP_DIR for it."""
+    job_preparation: JobPreparationSpec | None = None
+    """The job's preparation task, which must have run on the node before this attempt's command."""
+
+
+class JobPreparationSpec(WireModel):
+    """A job's preparation task: the task itself (as an attempt of its own) and how it gates the job's tasks."""
+
+    task: AttemptSpec
+    wait_for_success: bool = True
+    rerun_on_node_reboot_after_success: bool = True
+    max_task_retry_count: int = 0
+
+
+AttemptSpec.model_rebuild()
 
 
 class ClaimRequest(WireModel):
@@ -246,7 +265,9 @@ class FailureInfo(WireModel):
     details: list[FailureDetail] = Field(default_factory=list)
 
 
-AttemptOutcome = Literal["exited", "preprocessing_error", "upload_error", "timed_out", "aborted"]
+AttemptOutcome = Literal[
+    "exited", "preprocessing_error", "upload_error", "timed_out", "aborted", "job_preparation_failed"
+]
 
 
 class TaskStats(WireModel):
@@ -361,6 +382,41 @@ class HeartbeatAnswer(WireModel):
     lease_seconds: float = 30.0
     """How long a running attempt's lease lasts without a heartbeat: past it the agent fences itself."""
     command: NodeCommand | None = None
+    job_releases: list[AttemptSpec] = Field(default_factory=list)
+    """Release tasks of ended jobs to run on this node (each until the node reported it)."""
+
+
+JobTaskKind = Literal["preparation", "release"]
+
+
+class JobTaskReport(WireModel):
+    """The state of a job's preparation or release task on one node."""
+
+    job_id: str
+    node_id: str
+    kind: JobTaskKind
+    state: Literal["running", "completed"]
+    start_time: datetime
+    end_time: datetime | None = None
+    exit_code: int | None = None
+    failure: FailureInfo | None = None
+    retry_count: int = 0
+    last_retry_time: datetime | None = None
+    result: Literal["success", "failure"] | None = None
+    task_root_directory: str = ""
+    """The task's directory relative to the node root."""
+
+    @classmethod
+    def running(cls, task: AttemptSpec, kind: JobTaskKind, started: datetime, root: str) -> JobTaskReport:
+        """The report of a job task that just started."""
+        return cls(
+            job_id=task.job_id,
+            node_id=task.node_id,
+            kind=kind,
+            state="running",
+            start_time=started,
+            task_root_directory=root,
+        )
 
 
 LIST_QUERY = "list"

@@ -18,6 +18,7 @@ from nodeagent.steps import (
     PrepareDirs,
     ReportResult,
     RunCommandLine,
+    RunJobPreparation,
     UploadOutputFiles,
 )
 from nodeagent.steps.base import RunDeps, Step, TaskContext
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def default_steps() -> list[Step]:
     """The main steps, in order."""
-    return [PrepareDirs(), InstallPackages(), DownloadResourceFiles(), RunCommandLine()]
+    return [PrepareDirs(), RunJobPreparation(), InstallPackages(), DownloadResourceFiles(), RunCommandLine()]
 
 
 def default_finalizers() -> list[Step]:

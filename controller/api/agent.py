@@ -8,8 +8,8 @@ from starlette.responses import Response
 from controller.api.common import context, param
 from controller.api.responses import json_response
 from controller.api.validation import parse_model
-from controller.services import agents
-from nodeagent.messages import ClaimRequest, NodeHeartbeat, TaskReport
+from controller.services import agents, jobtasks
+from nodeagent.messages import ClaimRequest, JobTaskReport, NodeHeartbeat, TaskReport
 
 
 async def claim(request: Request) -> Response:
@@ -31,3 +31,10 @@ async def heartbeat(request: Request) -> Response:
     body = parse_model(await request.body(), NodeHeartbeat)
     answer = await agents.heartbeat(context(request), param(request, "node_id"), body)
     return json_response(answer.model_dump(mode="json"))
+
+
+async def job_task(request: Request) -> Response:
+    """POST /agent/v1/nodes/{nodeId}/jobtasks: a job preparation or release report."""
+    body = parse_model(await request.body(), JobTaskReport)
+    await jobtasks.record_report(context(request), param(request, "node_id"), body)
+    return Response(status_code=204)

@@ -10,7 +10,7 @@ from controller.api.common import context, list_options, param
 from controller.api.responses import accepted, created, entity, listing
 from controller.api.validation import parse_json, parse_model
 from controller.schemas.jobs import JobCreate, JobDisable, JobTerminate
-from controller.services import jobs
+from controller.services import jobs, jobtasks
 
 
 async def create_job(request: Request) -> Response:
@@ -65,3 +65,11 @@ async def enable_job(request: Request) -> Response:
     ctx = context(request)
     record = await jobs.enable_job(ctx, param(request, "job_id"))
     return accepted(record, render.job_url(ctx.endpoint, record["id"]))
+
+
+async def job_task_status(request: Request) -> Response:
+    """GET /jobs/{jobId}/jobpreparationandreleasetaskstatus."""
+    ctx = context(request)
+    options = list_options(request)
+    page = await jobtasks.status_list(ctx, param(request, "job_id"))
+    return listing(request, page, options, ctx.endpoint, "jobpreparationandreleasetaskstatuslist")

@@ -2,24 +2,66 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field, model_validator
 
+from controller.domain.clock import parse_duration
 from controller.schemas.common import (
     AllTasksComplete,
     BatchId,
     BatchModel,
+    ContainerSettings,
     DisableJobOption,
     DisplayName,
     Duration,
     NameValue,
+    ResourceFile,
+    TaskConstraints,
     TaskFailureMode,
+    UserIdentity,
     azure_error,
     names_are_unique,
 )
 
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
+MAX_RELEASE_WALL_CLOCK = timedelta(minutes=15)
+"""The longest a job release task may run."""
+
+
+class JobPreparationTask(BatchModel):
+    """The task that runs on each node before the job's first task there."""
+
+    id: BatchId | None = None
+    command_line: str = Field(min_length=1)
+    container_settings: ContainerSettings | None = None
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[NameValue] | None = None
+    constraints: TaskConstraints | None = None
+    wait_for_success: bool | None = None
+    user_identity: UserIdentity | None = None
+    rerun_on_node_reboot_after_success: bool | None = None
+
+
+class JobReleaseTask(BatchModel):
+    """The task that runs, when the job ends, on each node where its preparation task ran."""
+
+    id: BatchId | None = None
+    command_line: str = Field(min_length=1)
+    container_settings: ContainerSettings | None = None
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[NameValue] | None = None
+    max_wall_clock_time: Duration | None = None
+    retention_time: Duration | None = None
+    user_identity: UserIdentity | None = None
+
+    @model_validator(mode="after")
+    def _short(self) -> JobReleaseTask:
+        limit = parse_duration(self.max_wall_clock_time) if self.max_wall_clock_time else None
+        if limit is not None and limit > MAX_RELEASE_WALL_CLOCK:
+            raise ValueError("a job release task may run for at most 15 minutes (maxWallClockTime PT15M)")
+        return self
 
 
 class JobConstraints(BatchModel):
@@ -53,8 +95,8 @@ class JobCreate(BatchModel):
     max_parallel_tasks: int | None = None
     constraints: JobConstraints | None = None
     job_manager_task: dict[str, Any] | None = None
-    job_preparation_task: dict[str, Any] | None = None
-    job_release_task: dict[str, Any] | None = None
+    job_preparation_task: JobPreparationTask | None = None
+    job_release_task: JobReleaseTask | None = None
     common_environment_settings: list[NameValue] | None = None
     pool_info: PoolInfo
     on_all_tasks_complete: AllTasksComplete | None = None
@@ -69,6 +111,8 @@ class JobCreate(BatchModel):
         if self.max_parallel_tasks is not None and self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
             raise ValueError("maxParallelTasks must be -1 or greater than 0")
         names_are_unique(self.common_environment_settings, "environment setting")
+        if self.job_release_task is not None and self.job_preparation_task is None:
+            raise ValueError("a job release task needs a job preparation task")
         return self
 
 

@@ -14,8 +14,10 @@ from controller.domain.exits import exit_actions
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import end_of_attempt
 from controller.errors import Conflict
+from controller.render import Record
 from controller.services import specs
 from controller.services.jobs import apply_job_action
+from controller.services.jobtasks import releases_for
 from controller.services.records import load
 from controller.store import reads
 from controller.store.transitions import AttemptFinish, Heartbeat
@@ -77,6 +79,8 @@ async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswe
     task = await load(ctx.redis, attempt["task"]) if attempt else None
     if attempt is None or task is None:
         raise stale("unknown attempt")
+    if body.outcome == "job_preparation_failed":
+        return await _unprepared(ctx, attempt, task, body.node_id)
     stamp = iso(now())
     decision = end_of_attempt(body, int(task.get("retries", "0")), int(task.get("max_retries", "0")), stamp)
     conditions = json.loads(task.get("spec", "{}")).get("exitConditions")
@@ -114,6 +118,20 @@ def _heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbeat:
     )
 
 
+async def _unprepared(ctx: Context, attempt: Record, task: Record, node_id: str) -> ReportAnswer:
+    """The node could not prepare the attempt's job: the task goes back to the queue, for another node."""
+    if attempt.get("node_id") != node_id:
+        raise stale("attempt belongs to another node")
+    job_key = ctx.keys.job_key_of_task(attempt["task"])
+    await ctx.redis.sadd(ctx.keys.job_prep_failed(job_key), node_id)
+    attempt_key = ctx.keys.attempt(attempt["id"])
+    if not await ctx.transitions.stop_attempt(attempt_key, "running", "release", iso(now()), new_etag()):
+        raise stale("attempt is not running")
+    log.info("task %s/%s queued again: its job could not be prepared on node %s", task["job"], task["id"], node_id)
+    await ctx.wake_scheduler()
+    return ReportAnswer(accepted=True)
+
+
 async def _requeue_stopped(ctx: Context, node_id: str, attempt_keys: list[str]) -> None:
     """Queue again the tasks of attempts the node was asked to stop and no longer runs."""
     for attempt_key in attempt_keys:
@@ -145,4 +163,5 @@ async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbea
         pool_config=config,
         lease_seconds=ctx.settings.lease_seconds,
         command=cast(NodeCommand, command) if command else None,
+        job_releases=await releases_for(ctx, node_id) if not command else [],
     )

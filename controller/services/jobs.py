@@ -36,6 +36,16 @@ def job_not_found(job_id: str) -> NotFound:
     return NotFound(f"The specified job does not exist: {job_id}", code="JobNotFound")
 
 
+def _job_task_fields(body: JobCreate) -> dict[str, str]:
+    """`prep` (`wait` | `nowait`) when the job has a preparation task, `release` when it has a release task."""
+    fields = {}
+    if body.job_preparation_task is not None:
+        fields["prep"] = "nowait" if body.job_preparation_task.wait_for_success is False else "wait"
+    if body.job_release_task is not None:
+        fields["release"] = "1"
+    return fields
+
+
 async def create_job(ctx: Context, body: JobCreate) -> Record:
     """Create a job; 409 JobExists when an id equal ignoring case exists."""
     job_key = key_of(body.id)
@@ -49,6 +59,7 @@ async def create_job(ctx: Context, body: JobCreate) -> Record:
         "on_all_complete": body.on_all_tasks_complete or "noaction",
         "max_retries": str((body.constraints.max_task_retry_count if body.constraints else None) or 0),
         "max_parallel": str(body.max_parallel_tasks or -1),
+        **_job_task_fields(body),
         "n_active": "0",
         "n_running": "0",
         "n_completed": "0",
@@ -197,7 +208,14 @@ async def purge_job(ctx: Context, job_key: str) -> None:
     dependents = [key async for key in ctx.redis.scan_iter(match=keys.job_dependents(job_key) + "*", count=1000)]
     for start in range(0, len(dependents), PURGE_BATCH):
         await ctx.redis.unlink(*dependents[start : start + PURGE_BATCH])
-    await ctx.redis.unlink(keys.job_dependency_states(job_key))
+    await ctx.redis.unlink(
+        keys.job_dependency_states(job_key),
+        keys.job_prep_states(job_key),
+        keys.job_prep_failed(job_key),
+        keys.job_prep_info(job_key),
+        keys.job_release_info(job_key),
+        keys.job_releasing(job_key),
+    )
     await ctx.redis.unlink(keys.job(job_key))
     await ctx.redis.zrem(keys.jobs(), job_key)
     log.info("job %s deleted", job_key)

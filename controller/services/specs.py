@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from controller.context import Context
@@ -13,6 +14,7 @@ from nodeagent.messages import (
     AttemptSpec,
     BindMountSpec,
     ContainerSpec,
+    JobPreparationSpec,
     OutputFileSpec,
     PoolConfig,
     ResourceFileSpec,
@@ -22,6 +24,9 @@ from nodeagent.messages import (
 )
 
 DEFAULT_PREPARATION_ID = "jobpreparation"
+DEFAULT_RELEASE_ID = "jobrelease"
+DEFAULT_RELEASE_WALL_CLOCK = "PT15M"
+"""A release task's maxWallClockTime when it gives none (also the most it may give)."""
 
 
 def environment(*sources: list[dict[str, Any]] | None) -> dict[str, str]:
@@ -137,20 +142,79 @@ def preparation_id(job_spec: dict[str, Any]) -> str | None:
     return None if preparation is None else preparation.get("id") or DEFAULT_PREPARATION_ID
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Which execution of which task-like spec an AttemptSpec is built for."""
+
+    attempt_id: str
+    node_id: str
+    task_id: str
+    task_spec: dict[str, Any]
+    slots: int = 1
+    retries: int = 0
+
+
 async def attempt_spec(
     ctx: Context, attempt_id: str, node_id: str, job: Record, task: Record, pool: Record | None
 ) -> AttemptSpec:
     """Everything the agent needs to run the attempt, from the stored job, task and pool."""
-    job_spec, task_spec = json.loads(job["spec"]), json.loads(task["spec"])
-    pool_spec = json.loads(pool["spec"]) if pool else {}
+    job_spec, pool_spec = json.loads(job["spec"]), json.loads(pool["spec"]) if pool else {}
+    run = Execution(
+        attempt_id,
+        node_id,
+        task["id"],
+        json.loads(task["spec"]),
+        int(task.get("slots", "1")),
+        int(task.get("retries", "0")),
+    )
+    spec = await _build(ctx, run, job, job_spec, pool_spec)
+    return spec.model_copy(update={"job_preparation": await preparation(ctx, node_id, job, job_spec, pool_spec)})
+
+
+async def preparation(
+    ctx: Context, node_id: str, job: Record, job_spec: dict[str, Any], pool_spec: dict[str, Any]
+) -> JobPreparationSpec | None:
+    """The job's preparation task as the node runs it, if the job has one."""
+    given = job_spec.get("jobPreparationTask")
+    if given is None:
+        return None
+    run = Execution(f"jobprep-{job['key']}", node_id, preparation_id(job_spec) or DEFAULT_PREPARATION_ID, given)
+    constraints = given.get("constraints") or {}
+    return JobPreparationSpec(
+        task=await _build(ctx, run, job, job_spec, pool_spec),
+        wait_for_success=given.get("waitForSuccess", True),
+        rerun_on_node_reboot_after_success=given.get("rerunOnNodeRebootAfterSuccess", True),
+        max_task_retry_count=int(constraints.get("maxTaskRetryCount") or 0),
+    )
+
+
+async def release(ctx: Context, node_id: str, job: Record, pool: Record | None) -> AttemptSpec | None:
+    """The job's release task as the node runs it, if the job has one."""
+    job_spec, pool_spec = json.loads(job["spec"]), json.loads(pool["spec"]) if pool else {}
+    given = job_spec.get("jobReleaseTask")
+    if given is None:
+        return None
+    release_id = given.get("id") or DEFAULT_RELEASE_ID
+    limit = given.get("maxWallClockTime") or DEFAULT_RELEASE_WALL_CLOCK
+    task_spec = {**given, "constraints": {"maxWallClockTime": limit, "retentionTime": given.get("retentionTime")}}
+    return await _build(
+        ctx, Execution(f"jobrelease-{job['key']}", node_id, release_id, task_spec), job, job_spec, pool_spec
+    )
+
+
+async def _build(
+    ctx: Context, run: Execution, job: Record, job_spec: dict[str, Any], pool_spec: dict[str, Any]
+) -> AttemptSpec:
+    """The AttemptSpec of one execution of a task, a preparation or a release task."""
+    task_spec = run.task_spec
     constraints = task_spec.get("constraints") or {}
     user = identity(task_spec)
     return AttemptSpec(
-        attempt_id=attempt_id,
+        attempt_id=run.attempt_id,
         job_id=job["id"],
-        task_id=task["id"],
+        task_id=run.task_id,
         pool_id=job["pool_id"],
-        node_id=node_id,
+        node_id=run.node_id,
         account_name=ctx.settings.account_name,
         account_url=ctx.endpoint + "/",
         command_line=task_spec["commandLine"],
@@ -161,8 +225,8 @@ async def attempt_spec(
         user_account=account_for(user, pool_spec),
         max_wall_clock_seconds=seconds(constraints.get("maxWallClockTime")),
         retention_seconds=seconds(constraints.get("retentionTime")),
-        required_slots=int(task.get("slots", "1")),
-        retry_count=int(task.get("retries", "0")),
+        required_slots=run.slots,
+        retry_count=run.retries,
         application_packages=await package_specs(ctx, package_references(pool_spec, task_spec)),
         container=container(task_spec.get("containerSettings")),
         job_preparation_task_id=preparation_id(job_spec),

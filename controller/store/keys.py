@@ -47,6 +47,36 @@ class Keys:
         """Hash of dependency name -> `satisfied` | `blocked`, once the task(s) of that name completed."""
         return f"{self.prefix}:job:{job_key}:depstate"
 
+    def job_prep_states(self, job_key: str) -> str:
+        """Hash of node id -> `running` | `success` | `failure` of the job's preparation task there.
+
+        The Lua scripts derive it from the job's hash key: `<job hash key>:prepstate`."""
+        return f"{self.job(job_key)}:prepstate"
+
+    def job_prep_failed(self, job_key: str) -> str:
+        """Set of node ids where the job's preparation failed (its tasks are not placed there)."""
+        return f"{self.job(job_key)}:prepfailed"
+
+    def job_prep_info(self, job_key: str) -> str:
+        """Hash of node id -> the preparation task's executionInfo there (JSON, wire names)."""
+        return f"{self.job(job_key)}:jobprep"
+
+    def job_release_info(self, job_key: str) -> str:
+        """Hash of node id -> the release task's executionInfo there (JSON, wire names)."""
+        return f"{self.job(job_key)}:jobrelease"
+
+    def job_releasing(self, job_key: str) -> str:
+        """Set of node ids whose release of the (terminating) job is still to come."""
+        return f"{self.job(job_key)}:releasing"
+
+    def terminating_jobs(self) -> str:
+        """Set of the keys of jobs waiting for their release tasks before they complete."""
+        return f"{self.prefix}:jobs:terminating"
+
+    def node_releases(self, node_id: str) -> str:
+        """Hash of job key -> the release task (AttemptSpec JSON) the node is to run."""
+        return f"{self.prefix}:node:{node_id}:releases"
+
     def job_task_prefix(self, job_key: str) -> str:
         """What a task key is appended to for its hash key."""
         return f"{self.prefix}:task:{job_key}:"

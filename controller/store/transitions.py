@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "finish",
     "stop_attempt",
     "stopping",
+    "prepared",
     "heartbeat",
     "end_job",
     "node_silent",
@@ -158,7 +159,7 @@ class Transitions:
         k = self.keys
         job_key = end.job_key
         keys = [k.attempt(attempt_id), k.leases(), k.job_dependency_states(job_key), k.job_dependents(job_key)]
-        keys.append(k.job_task_prefix(job_key))
+        keys += [k.job_task_prefix(job_key), k.terminating_jobs()]
         flat = [item for pair in end.fields.items() for item in pair]
         args = [end.node_id, end.mode, end.result, end.now, end.etag, end.dependency_action, *flat]
         status, detail = await self._run("finish", keys, args)
@@ -183,6 +184,11 @@ class Transitions:
         command, count, *rest = cast(list[Any], await self._run("heartbeat", keys, args))
         return BeatResult(str(command), list(rest[: int(count)]), list(rest[int(count) :]))
 
+    async def prepared(self, node_id: str, job_key: str, now: str, etag: str) -> int:
+        """The job's preparation succeeded on the node: its tasks there waiting in `preparing` run; how many."""
+        keys = [self.keys.node_attempts(node_id), self.keys.job(job_key)]
+        return int(await self._run("prepared", keys, [now, etag]))
+
     async def stopping(self, attempt_key: str) -> bool:
         """Ask the node to stop a running attempt; its task is queued again once the stop is confirmed."""
         return cast(list[str], await self._run("stopping", [attempt_key], []))[0] == "stopping"
@@ -193,6 +199,7 @@ class Transitions:
         """Terminate (target completed) or begin deleting a job; returns the script's status list."""
         k = self.keys
         keys = [k.job(job_key), k.job_attempts(job_key), k.leases(), k.offers(), k.pool_jobs(pool_key)]
+        keys.append(k.terminating_jobs())
         return cast(list[str], await self._run("end_job", keys, [target, now, etag, reason, failure]))
 
     async def node_silent(self, node_id: str, cutoff_ms: int, now: str, etag: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nodeagent.steps.download_resources import DownloadResourceFiles
 from nodeagent.steps.install_packages import InstallPackages
+from nodeagent.steps.job_preparation import RunJobPreparation
 from nodeagent.steps.prepare_dirs import PrepareDirs
 from nodeagent.steps.report import ReportResult
 from nodeagent.steps.run_command import RunCommandLine
@@ -15,5 +16,6 @@ __all__ = [
     "PrepareDirs",
     "ReportResult",
     "RunCommandLine",
+    "RunJobPreparation",
     "UploadOutputFiles",
 ]

@@ -15,7 +15,7 @@ from nodeagent.container import ContainerRuntime, ToolRunner, run_tool
 from nodeagent.errors import StepError
 from nodeagent.identity import IdentityResolver, RunAs
 from nodeagent.layout import NodeLayout, TaskDirs
-from nodeagent.messages import AttemptSpec, FailureCategory, TaskReport
+from nodeagent.messages import AttemptSpec, FailureCategory, JobPreparationSpec, TaskReport
 from nodeagent.process import ProcessResult, ProcessSpec
 from nodeagent.state import StepState
 
@@ -25,6 +25,13 @@ class Reporter(Protocol):
 
     def deliver(self, attempt_id: str, report: TaskReport) -> object:
         """Send `report` for `attempt_id` (spooled until answered)."""
+
+
+class JobPreparer(Protocol):
+    """Runs a job's preparation task on this node once (`nodeagent.jobtasks.JobTasks`)."""
+
+    def prepare(self, preparation: JobPreparationSpec, cancel: threading.Event) -> bool:
+        """Make sure the preparation ran here; True when the attempt may run."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class RunDeps:
     """What `container.detect_runtime` found at agent start; container tasks fail without one."""
     run_tool: ToolRunner = run_tool
     """Runs helper commands with bytes on standard input (registry login)."""
+    job_tasks: JobPreparer | None = None
+    """Runs job preparation tasks; without it an attempt's preparation task is not run."""
 
 
 @dataclass

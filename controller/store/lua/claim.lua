@@ -1,4 +1,6 @@
--- A node claims an offered attempt: offered -> running, task active -> running.
+-- A node claims an offered attempt: offered -> running, task active -> running, or active -> preparing
+-- when the job's preparation task must succeed on the node first and has not yet (job field `prep` is
+-- "wait"; the job's `<job hash key>:prepstate` hash holds each node's preparation state).
 -- KEYS: 1 attempt, 2 offers, 3 leases. ARGV: 1 node id, 2 now (ISO), 3 lease expiry (ms), 4 new etag.
 -- Returns {"ok", task hash key} or {"refused", reason}.
 local attempt = KEYS[1]
@@ -10,10 +12,14 @@ if redis.call('HGET', task, 'attempt') ~= attempt or redis.call('HGET', task, 's
   return {'refused', 'task moved on'}
 end
 local now = ARGV[2]
-redis.call('HSET', task, 'pstate', 'active', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'running',
+local job = redis.call('HGET', attempt, 'job')
+local tstate = 'running'
+if redis.call('HGET', job, 'prep') == 'wait' and redis.call('HGET', job .. ':prepstate', ARGV[1]) ~= 'success' then
+  tstate = 'preparing'
+end
+redis.call('HSET', task, 'pstate', 'active', 'pstt', redis.call('HGET', task, 'stt'), 'state', tstate,
   'stt', now, 'start', now, 'node', ARGV[1], 'modified', now, 'etag', ARGV[4])
 if tonumber(redis.call('HGET', task, 'retries') or '0') > 0 then redis.call('HSET', task, 'last_retry', now) end
-local job = redis.call('HGET', attempt, 'job')
 redis.call('HINCRBY', job, 'n_active', -1)
 redis.call('HINCRBY', job, 'n_running', 1)
 redis.call('HINCRBY', redis.call('HGET', attempt, 'node'), 'total_run', 1)

@@ -1,12 +1,15 @@
 -- Terminate or start deleting a job: stop its live attempts and take it off the schedule.
--- KEYS: 1 job, 2 job attempts, 3 leases, 4 offers, 5 pool job set.
+-- A job that ends with a release task to run (field `release`, and a preparation that ran on some node)
+-- becomes "terminating" instead of "completed" and joins the terminating set (KEYS[6]); the reconciler
+-- completes it once every release ran.
+-- KEYS: 1 job, 2 job attempts, 3 leases, 4 offers, 5 pool job set, 6 terminating jobs.
 -- ARGV: 1 target ("completed" | "deleting"), 2 now (ISO), 3 etag, 4 terminate reason, 5 failureInfo JSON.
 -- Returns {"ok"} | {"nojob"} | {"state", current state}.
 local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
 if not state then return {'nojob'} end
 if state == 'deleting' then return {'state', state} end
-if state == 'completed' and ARGV[1] == 'completed' then return {'state', state} end
+if (state == 'completed' or state == 'terminating') and ARGV[1] == 'completed' then return {'state', state} end
 local now = ARGV[2]
 for _, attempt in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local task = redis.call('HGET', attempt, 'task')
@@ -17,8 +20,9 @@ for _, attempt in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('HSET', attempt, 'state', 'done')
   redis.call('EXPIRE', attempt, 86400)
   redis.call('HDEL', task, 'attempt')
-  if redis.call('HGET', task, 'state') == 'running' then
-    redis.call('HSET', task, 'pstate', 'running', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'completed',
+  local tstate = redis.call('HGET', task, 'state')
+  if tstate == 'running' or tstate == 'preparing' then
+    redis.call('HSET', task, 'pstate', tstate, 'pstt', redis.call('HGET', task, 'stt'), 'state', 'completed',
       'stt', now, 'end', now, 'result', 'failure', 'failure', ARGV[5], 'modified', now, 'etag', ARGV[3])
     redis.call('HINCRBY', job, 'n_running', -1)
     redis.call('HINCRBY', job, 'n_completed', 1)
@@ -27,7 +31,14 @@ for _, attempt in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[5], redis.call('HGET', job, 'key'))
-redis.call('HSET', job, 'pstate', state, 'pstt', redis.call('HGET', job, 'stt'), 'state', ARGV[1], 'stt', now,
+local target = ARGV[1]
+local releases = redis.call('HGET', job, 'release') == '1' and redis.call('HLEN', job .. ':prepstate') > 0
+if target == 'completed' and releases then
+  target = 'terminating'
+  redis.call('SADD', KEYS[6], redis.call('HGET', job, 'key'))
+end
+redis.call('HSET', job, 'pstate', state, 'pstt', redis.call('HGET', job, 'stt'), 'state', target, 'stt', now,
   'modified', now, 'etag', ARGV[3])
-if ARGV[1] == 'completed' then redis.call('HSET', job, 'end', now, 'reason', ARGV[4]) end
+if target ~= 'deleting' then redis.call('HSET', job, 'reason', ARGV[4]) end
+if target == 'completed' then redis.call('HSET', job, 'end', now) end
 return {'ok'}

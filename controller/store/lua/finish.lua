@@ -1,5 +1,6 @@
 -- The claiming node reports an attempt's end: the task completes or goes back to the queue.
--- KEYS: 1 attempt, 2 leases, 3 job dependency states, 4 job dependents prefix, 5 job task prefix.
+-- KEYS: 1 attempt, 2 leases, 3 job dependency states, 4 job dependents prefix, 5 job task prefix,
+--       6 terminating jobs (a job that completes by onAllTasksComplete with releases to run terminates).
 -- ARGV: 1 node id, 2 mode ("completed" | "retry"), 3 result ("success" | "failure" | ""), 4 now (ISO),
 --       5 job etag, 6 dependency action of a completed task ("satisfy" | "block"),
 --       then task field/value pairs (an empty value deletes the field).
@@ -29,7 +30,8 @@ end
 if redis.call('HGET', attempt, 'state') ~= 'running' then return {'refused', 'attempt is not running'} end
 if redis.call('HGET', attempt, 'node_id') ~= ARGV[1] then return {'refused', 'attempt belongs to another node'} end
 local task = redis.call('HGET', attempt, 'task')
-if redis.call('HGET', task, 'attempt') ~= attempt or redis.call('HGET', task, 'state') ~= 'running' then
+local tstate = redis.call('HGET', task, 'state')
+if redis.call('HGET', task, 'attempt') ~= attempt or (tstate ~= 'running' and tstate ~= 'preparing') then
   return {'refused', 'task moved on'}
 end
 local job, node = redis.call('HGET', attempt, 'job'), redis.call('HGET', attempt, 'node')
@@ -68,6 +70,12 @@ end
 local idle = tonumber(redis.call('HGET', job, 'n_active')) == 0 and tonumber(redis.call('HGET', job, 'n_running')) == 0
 if idle and redis.call('HGET', job, 'on_all_complete') == 'terminatejob' and redis.call('HGET', job, 'state') == 'active' then
   local now = ARGV[4]
+  if redis.call('HGET', job, 'release') == '1' and redis.call('HLEN', job .. ':prepstate') > 0 then
+    redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'terminating',
+      'stt', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
+    redis.call('SADD', KEYS[6], redis.call('HGET', job, 'key'))
+    return {'ok', 'job-terminating'}
+  end
   redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'completed',
     'stt', now, 'end', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
   return {'ok', 'job-completed'}

@@ -21,9 +21,10 @@ redis.call('EXPIRE', attempt, 86400)
 if redis.call('HGET', task, 'attempt') ~= attempt then return {'ok', astate, ''} end
 redis.call('HDEL', task, 'attempt')
 local now, action = ARGV[3], ARGV[2]
-local running = redis.call('HGET', task, 'state') == 'running'
+local tstate = redis.call('HGET', task, 'state')
+local running = tstate == 'running' or tstate == 'preparing'
 if running and action == 'fail' then
-  redis.call('HSET', task, 'pstate', 'running', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'completed',
+  redis.call('HSET', task, 'pstate', tstate, 'pstt', redis.call('HGET', task, 'stt'), 'state', 'completed',
     'stt', now, 'end', now, 'result', 'failure', 'failure', ARGV[5], 'modified', now, 'etag', ARGV[4])
   redis.call('HINCRBY', job, 'n_running', -1)
   redis.call('HINCRBY', job, 'n_completed', 1)
@@ -31,7 +32,7 @@ if running and action == 'fail' then
   return {'ok', astate, 'failed'}
 end
 if running then
-  redis.call('HSET', task, 'pstate', 'running', 'pstt', redis.call('HGET', task, 'stt'), 'state', 'active',
+  redis.call('HSET', task, 'pstate', tstate, 'pstt', redis.call('HGET', task, 'stt'), 'state', 'active',
     'stt', now, 'modified', now, 'etag', ARGV[4])
   redis.call('HINCRBY', job, 'n_running', -1)
   redis.call('HINCRBY', job, 'n_active', 1)
