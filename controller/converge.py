@@ -75,9 +75,13 @@ def _free_ids(pool_id: str, taken: set[str], count: int) -> list[str]:
 
 
 async def _shrink(ctx: Context, pool: Record, nodes: list[Record], provided: set[str], count: int) -> None:
-    """Remove provider-made nodes, idle ones first; nodes that joined by themselves are never chosen."""
+    """Remove provider-made nodes, idle ones first and those running a job manager last.
+
+    Nodes that joined by themselves are never chosen.
+    """
     candidates = [node for node in nodes if node["id"] in provided and node["state"] != "leavingpool"]
-    candidates.sort(key=lambda node: (int(node.get("used", "0")), node["id"]), reverse=False)
+    managers = {node["id"] for node in candidates if await _runs_job_manager(ctx, node["id"])}
+    candidates.sort(key=lambda node: (node["id"] in managers, int(node.get("used", "0")), node["id"]))
     option = pool.get("resize_option") or "requeue"
     for node in candidates[:count]:
         await leave_pool(ctx, node["id"], option)
@@ -85,6 +89,15 @@ async def _shrink(ctx: Context, pool: Record, nodes: list[Record], provided: set
     for node_id in unregistered[: max(0, count - len(candidates))]:
         await asyncio.to_thread(ctx.provider.stop, node_id)
         await ctx.redis.srem(ctx.keys.pool_provided(pool["key"]), node_id)
+
+
+async def _runs_job_manager(ctx: Context, node_id: str) -> bool:
+    """True when one of the node's attempts is of a job manager task."""
+    for attempt_key in await reads.set_members(ctx.redis, ctx.keys.node_attempts(node_id)):
+        task_key = await ctx.redis.hget(attempt_key, "task")
+        if task_key and await ctx.redis.hget(task_key, "jm") == "1":
+            return True
+    return False
 
 
 async def _finish_leaving(ctx: Context, pool: Record, leaving: list[Record]) -> None:

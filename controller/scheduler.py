@@ -33,6 +33,8 @@ class Scheduler:
         self.token = uuid.uuid4().hex
         self.leading = False
         self.last_repair = 0.0
+        self.totals: dict[str, int] = {}
+        """Slots of each schedulable node seen in the last pass."""
 
     async def run(self) -> None:
         """Loop until cancelled: lead, place, repair once a tick, then sleep until woken or a tick passes.
@@ -91,6 +93,7 @@ class Scheduler:
             await self.place_pool(pool_key)
 
     async def _free_slots(self, pool_key: str) -> dict[str, int]:
+        """Free slots of the pool's schedulable nodes (those with some); their total slots go to `self.totals`."""
         keys, redis = self.ctx.keys, self.ctx.redis
         node_ids = await reads.members(redis, keys.pool_nodes(pool_key))
         records = await reads.records(redis, [keys.node(node_id) for node_id in node_ids])
@@ -100,6 +103,7 @@ class Scheduler:
             usable = record.get("state") in SCHEDULABLE_NODE_STATES and record.get("scheduling") != "disabled"
             if usable and float(record.get("seen", "0")) >= alive_after:
                 free[node_id] = int(record["slots"]) - int(record["used"])
+                self.totals[node_id] = int(record["slots"])
         return {node: slots for node, slots in free.items() if slots > 0}
 
     async def place_pool(self, pool_key: str) -> None:
@@ -127,11 +131,13 @@ class Scheduler:
         if not task_keys:
             await redis.zrem(keys.pool_jobs(pool_key), job_key)
             return free
-        rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity")
-        wants = [Want(key, int(row[0] or 1), row[3] or "") for key, row in zip(task_keys, rows, strict=True)]
+        rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity", "exclusive")
+        wants = [
+            Want(key, int(row[0] or 1), row[3] or "", row[4] == "1") for key, row in zip(task_keys, rows, strict=True)
+        ]
         unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key))
         usable = {node: slots for node, slots in free.items() if node not in unprepared}
-        placed, left = place(wants, usable, fill_type)
+        placed, left = place(wants, usable, fill_type, self.totals)
         left = {**free, **left}
         names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         await self._offer(job_key, pool_key, placed, names)

@@ -10,7 +10,7 @@ from controller.api.common import context, list_options, param
 from controller.api.responses import accepted, created, entity, listing
 from controller.api.validation import parse_json, parse_model
 from controller.schemas.jobs import JobCreate, JobDisable, JobTerminate
-from controller.services import jobs, jobtasks
+from controller.services import jobs, jobtasks, tasks
 
 
 async def create_job(request: Request) -> Response:
@@ -18,6 +18,8 @@ async def create_job(request: Request) -> Response:
     ctx = context(request)
     body = parse_model(await request.body(), JobCreate)
     record = await jobs.create_job(ctx, body)
+    if body.job_manager_task is not None:
+        await tasks.add_job_manager(ctx, record["id"], body.job_manager_task)
     return created(record, render.job_url(ctx.endpoint, record["id"]))
 
 

@@ -13,22 +13,28 @@ class Want:
     task_key: str
     slots: int
     affinity: str = ""
+    whole_node: bool = False
+    """The task runs alone on its node (a job manager with runExclusive): it needs and takes every slot."""
 
 
 def place(
-    wants: Iterable[Want], free: Mapping[str, int], fill_type: str = "spread"
+    wants: Iterable[Want], free: Mapping[str, int], fill_type: str = "spread", totals: Mapping[str, int] | None = None
 ) -> tuple[list[tuple[Want, str]], dict[str, int]]:
     """Assign tasks in order to nodes with room; returns (task, node) pairs and the slots left per node.
 
     `spread` picks the node with the most free slots, `pack` the one with the fewest that
     still fits; ties go to the lowest node id so placement is deterministic. A task that
     fits nowhere is skipped and later, smaller tasks may still be placed. A task's affinity
-    node is taken when it has room, whatever the fill type.
+    node is taken when it has room, whatever the fill type. A whole-node task fits only a node
+    with every slot free (`totals` holds each node's slots) and takes them all.
     """
     left = dict(free)
     placed: list[tuple[Want, str]] = []
     for want in wants:
-        fitting = [node for node, slots in left.items() if slots >= want.slots]
+        if want.whole_node:
+            fitting = [node for node, slots in left.items() if slots > 0 and slots == (totals or {}).get(node)]
+        else:
+            fitting = [node for node, slots in left.items() if slots >= want.slots]
         if not fitting:
             continue
         if want.affinity in fitting:
@@ -37,6 +43,6 @@ def place(
             node = min(fitting, key=lambda name: (left[name], name))
         else:
             node = min(fitting, key=lambda name: (-left[name], name))
-        left[node] -= want.slots
+        left[node] = 0 if want.whole_node else left[node] - want.slots
         placed.append((want, node))
     return placed, left

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
 from controller.domain.clock import parse_duration
 from controller.schemas.common import (
     AllTasksComplete,
+    ApplicationPackageReference,
     BatchId,
     BatchModel,
     ContainerSettings,
@@ -17,6 +18,7 @@ from controller.schemas.common import (
     DisplayName,
     Duration,
     NameValue,
+    OutputFile,
     ResourceFile,
     TaskConstraints,
     TaskFailureMode,
@@ -28,6 +30,34 @@ from controller.schemas.common import (
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 MAX_RELEASE_WALL_CLOCK = timedelta(minutes=15)
 """The longest a job release task may run."""
+
+
+class JobManagerTask(BatchModel):
+    """The task that runs the job: created with it, scheduled first, and (by default) ends it when it completes."""
+
+    id: BatchId
+    display_name: DisplayName | None = None
+    command_line: str = Field(min_length=1)
+    container_settings: ContainerSettings | None = None
+    resource_files: list[ResourceFile] | None = None
+    output_files: list[OutputFile] | None = None
+    environment_settings: list[NameValue] | None = None
+    constraints: TaskConstraints | None = None
+    required_slots: int | None = Field(default=None, ge=1)
+    kill_job_on_completion: bool | None = None
+    user_identity: UserIdentity | None = None
+    run_exclusive: bool | None = None
+    application_package_references: list[ApplicationPackageReference] | None = None
+    authentication_token_settings: dict[str, Any] | None = None
+    allow_low_priority_node: bool | None = None
+
+    MANAGER_ONLY: ClassVar[tuple[str, ...]] = (
+        "killJobOnCompletion", "runExclusive", "authenticationTokenSettings", "allowLowPriorityNode"
+    )  # fmt: skip
+
+    def task_body(self) -> dict[str, Any]:
+        """The fields a task has, as an add-task request body."""
+        return {name: value for name, value in self.wire().items() if name not in self.MANAGER_ONLY}
 
 
 class JobPreparationTask(BatchModel):
@@ -94,7 +124,7 @@ class JobCreate(BatchModel):
     allow_task_preemption: bool | None = None
     max_parallel_tasks: int | None = None
     constraints: JobConstraints | None = None
-    job_manager_task: dict[str, Any] | None = None
+    job_manager_task: JobManagerTask | None = None
     job_preparation_task: JobPreparationTask | None = None
     job_release_task: JobReleaseTask | None = None
     common_environment_settings: list[NameValue] | None = None

@@ -16,7 +16,7 @@ from controller.domain.lifecycle import end_of_attempt
 from controller.errors import Conflict
 from controller.render import Record
 from controller.services import specs
-from controller.services.jobs import apply_job_action
+from controller.services.jobs import apply_job_action, end_with_manager
 from controller.services.jobtasks import releases_for
 from controller.services.records import load
 from controller.store import reads
@@ -93,6 +93,8 @@ async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswe
         log.warning("report of attempt %s from node %s refused: %s", attempt_id, body.node_id, detail)
         raise stale(detail)
     log.info("attempt %s of %s/%s ended: %s", attempt_id, task["job"], task["id"], decision.mode)
+    if decision.mode == "completed" and task.get("jm") == "1" and task.get("kill_job") == "1":
+        await end_with_manager(ctx, task["job"])
     if decision.mode == "completed" and actions.job_action != "none":
         await apply_job_action(ctx, task["job"], actions.job_action)
     await ctx.wake_scheduler()

@@ -163,6 +163,14 @@ async def enable_job(ctx: Context, job_id: str) -> Record:
     return await get_job(ctx, job_id)
 
 
+async def end_with_manager(ctx: Context, job_id: str) -> None:
+    """The job manager completed with killJobOnCompletion: the job terminates with reason JMComplete."""
+    try:
+        await terminate_job(ctx, job_id, "JMComplete")
+    except Conflict as refused:
+        log.info("job %s: not ended by its job manager: %s", job_id, refused.message)
+
+
 async def apply_job_action(ctx: Context, job_id: str, action: str) -> None:
     """Act on a completed task's exit jobAction (`disable` or `terminate`) if the job's onTaskFailure says so."""
     record = await get_job(ctx, job_id)

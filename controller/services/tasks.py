@@ -20,6 +20,7 @@ from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
 from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, invalid_property
 from controller.render import Record
+from controller.schemas.jobs import JobManagerTask
 from controller.schemas.tasks import TaskCreate
 from controller.services.applications import catalogue, resolve
 from controller.services.jobs import get_job, job_not_found
@@ -123,8 +124,21 @@ def _check_packages(known: dict[str, list[PackageVersion]], body: TaskCreate) ->
     return Conflict(message, code="InvalidApplicationPackageReferences")
 
 
-async def add_tasks(ctx: Context, job_id: str, bodies: list[TaskCreate]) -> list[AddResult]:
-    """Add validated tasks to a job atomically per task; results in request order."""
+async def add_job_manager(ctx: Context, job_id: str, manager: JobManagerTask) -> AddResult:
+    """Add a job's manager task: an ordinary task of the job, added first, that may end the job and run alone."""
+    marks = {
+        "jm": "1",
+        "kill_job": "0" if manager.kill_job_on_completion is False else "1",
+        "exclusive": "0" if manager.run_exclusive is False else "1",
+    }
+    (result,) = await add_tasks(ctx, job_id, [TaskCreate.model_validate(manager.task_body())], marks)
+    return result
+
+
+async def add_tasks(
+    ctx: Context, job_id: str, bodies: list[TaskCreate], marks: dict[str, str] | None = None
+) -> list[AddResult]:
+    """Add validated tasks to a job atomically per task (with the store fields `marks`); results in request order."""
     job = await get_job(ctx, job_id)
     job_spec = json.loads(job["spec"])
     pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
@@ -144,7 +158,7 @@ async def add_tasks(ctx: Context, job_id: str, bodies: list[TaskCreate]) -> list
         if error is not None:
             results[index] = AddResult(body.id, error=error)
         else:
-            accepted.append((index, body, _task_fields(job, body, stamp)))
+            accepted.append((index, body, {**_task_fields(job, body, stamp), **(marks or {})}))
     if accepted:
         statuses = await _store_tasks(ctx, job, [(body.id, fields) for _, body, fields in accepted])
         for (index, body, fields), existing in zip(accepted, statuses, strict=True):

@@ -13,8 +13,14 @@ local placed = {}
 for i = 3, #ARGV, 3 do
   local task_key, attempt_key, attempt_id = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local slots = tonumber(redis.call('HGET', task_key, 'slots') or '1')
+  local fits = slots <= free
+  if redis.call('HGET', task_key, 'exclusive') == '1' then
+    -- A task that runs alone (a runExclusive job manager) takes every slot of an otherwise idle node.
+    slots = tonumber(redis.call('HGET', node, 'slots'))
+    fits = free == slots
+  end
   local queued = redis.call('ZSCORE', KEYS[5], task_key)
-  if queued and slots <= free and redis.call('HGET', task_key, 'state') == 'active' then
+  if queued and fits and redis.call('HGET', task_key, 'state') == 'active' then
     redis.call('ZREM', KEYS[5], task_key)
     redis.call('HSET', task_key, 'attempt', attempt_key)
     redis.call('HSET', attempt_key, 'id', attempt_id, 'state', 'offered', 'task', task_key, 'job', job,

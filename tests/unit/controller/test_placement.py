@@ -30,3 +30,15 @@ def test_affinity_is_honoured_when_the_node_has_room() -> None:
 def test_affinity_is_only_a_hint() -> None:
     placed, _ = place([Want("t", 2, affinity="n2")], {"n1": 4, "n2": 1})
     assert [node for _, node in placed] == ["n1"]
+
+
+def test_a_whole_node_task_takes_only_an_idle_node_and_all_of_it() -> None:
+    free = {"busy": 3, "idle": 4}
+    totals = {"busy": 4, "idle": 4}
+    wants = [Want("manager", 1, whole_node=True), Want("t1", 1), Want("t2", 1)]
+    placed, left = place(wants, free, "pack", totals)
+    assert ("manager", "idle") in [(want.task_key, node) for want, node in placed]
+    assert all(node == "busy" for want, node in placed if want.task_key != "manager")
+    assert left == {"busy": 1, "idle": 0}
+    nothing, _ = place([Want("manager", 1, whole_node=True)], {"busy": 3}, "spread", {"busy": 4})
+    assert nothing == []
