@@ -195,9 +195,10 @@ def test_program_not_found(tmp_path: Path) -> None:
     assert report.failure is not None and report.failure.code == "CommandProgramNotFound"
 
 
-def test_the_pipeline_installs_packages_before_resource_files() -> None:
+def test_the_pipeline_prepares_the_job_then_installs_packages_before_resource_files() -> None:
     assert [step.name for step in runner.default_steps()] == [
         "PrepareDirs",
+        "RunJobPreparation",
         "InstallPackages",
         "DownloadResourceFiles",
         "RunCommandLine",
