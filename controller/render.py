@@ -70,7 +70,10 @@ def job(record: Record, endpoint: str) -> dict[str, Any]:
     execution: dict[str, Any] = {"startTime": record["created"], "poolId": record["pool_id"]}
     if record.get("end"):
         execution["endTime"] = record["end"]
+    if record.get("reason") or (record.get("end") and not record.get("sched_error")):
         execution["terminateReason"] = record.get("reason", "UserTerminate")
+    if record.get("sched_error"):
+        execution["schedulingError"] = json.loads(record["sched_error"])
     defaults = {
         "usesTaskDependencies": False,
         "priority": 0,

@@ -45,6 +45,7 @@ JobDefaultOrder = Annotated[str, BeforeValidator(ci_enum("none", "creationtime")
 AllTasksComplete = Annotated[str, BeforeValidator(ci_enum("noaction", "terminatejob"))]
 TaskFailureMode = Annotated[str, BeforeValidator(ci_enum("noaction", "performexitoptionsjobaction"))]
 DisableJobOption = Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "wait"))]
+PoolLifetimeOption = Annotated[str, BeforeValidator(ci_enum("job", "jobschedule"))]
 
 
 def _valid_id(value: str) -> str:
@@ -106,6 +107,15 @@ class ResourceFile(BatchModel):
     file_path: RelativePath | None = None
     file_mode: str | None = Field(default=None, pattern=r"^0?[0-7]{3,4}$")
     identity_reference: IdentityReference | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_blob_source(cls, data: Any) -> Any:
+        """`blobSource`, the name API versions before 2018-12 gave `httpUrl`, is read as `httpUrl`."""
+        if isinstance(data, dict) and "blobSource" in data and "httpUrl" not in data:
+            data = {**data, "httpUrl": data["blobSource"]}
+            del data["blobSource"]
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> ResourceFile:

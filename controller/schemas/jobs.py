@@ -19,6 +19,7 @@ from controller.schemas.common import (
     Duration,
     NameValue,
     OutputFile,
+    PoolLifetimeOption,
     ResourceFile,
     TaskConstraints,
     TaskFailureMode,
@@ -101,11 +102,26 @@ class JobConstraints(BatchModel):
     max_task_retry_count: int | None = Field(default=None, ge=-1)
 
 
+class AutoPoolSpecification(BatchModel):
+    """A pool the service creates for the job and deletes when the job completes (unless kept alive)."""
+
+    auto_pool_id_prefix: str | None = Field(default=None, max_length=20, pattern=r"^[A-Za-z0-9_-]*$")
+    pool_lifetime_option: PoolLifetimeOption
+    keep_alive: bool | None = None
+    pool: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _for_jobs(self) -> AutoPoolSpecification:
+        if self.pool_lifetime_option != "job":
+            raise ValueError("poolLifetimeOption jobschedule may be applied only to job schedules, not to jobs")
+        return self
+
+
 class PoolInfo(BatchModel):
     """The pool a job runs on: an existing pool, or an auto pool specification."""
 
     pool_id: str | None = None
-    auto_pool_specification: dict[str, Any] | None = None
+    auto_pool_specification: AutoPoolSpecification | None = None
 
     @model_validator(mode="after")
     def _one_pool(self) -> PoolInfo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from controller.schemas.common import (
     BatchId,
@@ -48,6 +48,15 @@ class PoolCreate(BatchModel):
     metadata: list[NameValue] | None = None
     mount_configuration: list[dict[str, Any]] | None = None
     upgrade_policy: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """`maxTasksPerNode`, the name API versions before 2020-09 gave `taskSlotsPerNode`, is read as it."""
+        if isinstance(data, dict) and "maxTasksPerNode" in data and "taskSlotsPerNode" not in data:
+            data = {**data, "taskSlotsPerNode": data["maxTasksPerNode"]}
+            del data["maxTasksPerNode"]
+        return data
 
 
 DeallocationOption = Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "taskcompletion", "retaineddata"))]

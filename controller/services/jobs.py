@@ -17,6 +17,7 @@ from controller.errors import Conflict, NotFound
 from controller.render import Record
 from controller.schemas.jobs import JobCreate
 from controller.services.attempts import stop_attempts
+from controller.services.autopools import auto_pool_id, create_for_job
 from controller.services.records import Page, load_or_404, new_record, page
 from controller.store import reads
 
@@ -49,7 +50,8 @@ def _job_task_fields(body: JobCreate) -> dict[str, str]:
 async def create_job(ctx: Context, body: JobCreate) -> Record:
     """Create a job; 409 JobExists when an id equal ignoring case exists."""
     job_key = key_of(body.id)
-    pool_id = body.pool_info.pool_id or f"autopool-{body.id}"
+    auto = body.pool_info.auto_pool_specification
+    pool_id = auto_pool_id(auto) if auto is not None else str(body.pool_info.pool_id)
     stamp, seq = iso(now()), await ctx.redis.incr(ctx.keys.seq())
     fields = {
         **new_record(body, body.id, stamp),
@@ -69,6 +71,8 @@ async def create_job(ctx: Context, body: JobCreate) -> Record:
     existing = await ctx.transitions.create(ctx.keys.job(job_key), ctx.keys.jobs(), job_key, fields)
     if existing is not None:
         raise Conflict(f"The specified job already exists: {existing}", code="JobExists")
+    if auto is not None:
+        await create_for_job(ctx, fields, auto)
     limit = parse_duration(body.constraints.max_wall_clock_time or "") if body.constraints else None
     if limit is not None:
         deadline = (parse_iso(stamp) + limit).timestamp() * 1000

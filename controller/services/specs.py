@@ -56,7 +56,7 @@ def resource_file(ctx: Context, item: dict[str, Any]) -> ResourceFileSpec:
     if item.get("autoStorageContainerName"):
         container_url = ctx.storage.container_read_url(item["autoStorageContainerName"])
     return ResourceFileSpec(
-        http_url=item.get("httpUrl"),
+        http_url=item.get("httpUrl") or item.get("blobSource"),
         storage_container_url=container_url,
         blob_prefix=item.get("blobPrefix"),
         file_path=item.get("filePath"),

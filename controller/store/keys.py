@@ -69,6 +69,10 @@ class Keys:
         """Set of node ids whose release of the (terminating) job is still to come."""
         return f"{self.job(job_key)}:releasing"
 
+    def auto_pools(self) -> str:
+        """Hash of auto pool key -> JSON {"job": job key, "keepAlive": bool}."""
+        return f"{self.prefix}:pools:auto"
+
     def terminating_jobs(self) -> str:
         """Set of the keys of jobs waiting for their release tasks before they complete."""
         return f"{self.prefix}:jobs:terminating"
