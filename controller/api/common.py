@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from starlette.requests import Request
 
@@ -28,3 +30,11 @@ def list_options(request: Request) -> ListOptions:
 def param(request: Request, name: str) -> str:
     """A path parameter."""
     return str(request.path_params[name])
+
+
+def in_background(request: Request, work: Coroutine[Any, Any, None] | asyncio.Task[None]) -> None:
+    """Run `work` after the response; it is cancelled at shutdown if still running, and forgotten once done."""
+    task = work if isinstance(work, asyncio.Task) else asyncio.create_task(work)
+    running: set[asyncio.Task[None]] = request.app.state.background
+    running.add(task)
+    task.add_done_callback(running.discard)

@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller import render
-from controller.api.common import context, list_options, param
-from controller.api.responses import accepted, created, entity, listing
+from controller.api.common import context, in_background, list_options, param
+from controller.api.responses import accepted, created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_json, parse_model
-from controller.schemas.jobs import JobCreate, JobDisable, JobTerminate
+from controller.schemas.jobs import JobCreate, JobDisable, JobTerminate, JobUpdate
 from controller.services import jobs, jobtasks, tasks
 
 
@@ -50,7 +50,7 @@ async def terminate_job(request: Request) -> Response:
 async def delete_job(request: Request) -> Response:
     """DELETE /jobs/{jobId}."""
     ctx = context(request)
-    request.app.state.background.add(await jobs.delete_job(ctx, param(request, "job_id")))
+    in_background(request, await jobs.delete_job(ctx, param(request, "job_id")))
     return Response(status_code=202)
 
 
@@ -75,3 +75,19 @@ async def job_task_status(request: Request) -> Response:
     options = list_options(request)
     page = await jobtasks.status_list(ctx, param(request, "job_id"))
     return listing(request, page, options, ctx.endpoint, "jobpreparationandreleasetaskstatuslist")
+
+
+async def update_job(request: Request) -> Response:
+    """PATCH /jobs/{jobId}."""
+    ctx = context(request)
+    body = parse_model(await request.body(), JobUpdate)
+    record = await jobs.update_job(ctx, param(request, "job_id"), body)
+    url = render.job_url(ctx.endpoint, record["id"])
+    return Response(status_code=200, headers=entity_headers(record, url))
+
+
+async def task_counts(request: Request) -> Response:
+    """GET /jobs/{jobId}/taskcounts."""
+    ctx = context(request)
+    counts = await jobs.task_counts(ctx, param(request, "job_id"))
+    return json_response({"odata.metadata": f"{ctx.endpoint}/$metadata#taskcounts/@Element", **counts})

@@ -8,13 +8,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller import render
-from controller.api.common import context, list_options, param, query
+from controller.api.common import context, in_background, list_options, param, query
 from controller.api.responses import created, entity, json_response, listing
 from controller.api.validation import parse_json, parse_model
 from controller.context import Context
 from controller.errors import BadRequest
 from controller.schemas.tasks import TaskCreate
-from controller.services import tasks
+from controller.services import files, tasks
 from controller.services.tasks import AddResult
 
 
@@ -85,6 +85,14 @@ async def terminate_task(request: Request) -> Response:
     """POST /jobs/{jobId}/tasks/{taskId}/terminate."""
     await tasks.terminate_task(context(request), param(request, "job_id"), param(request, "task_id"))
     return Response(status_code=204)
+
+
+async def delete_task(request: Request) -> Response:
+    """DELETE /jobs/{jobId}/tasks/{taskId}: the task, and in the background its directory on its node."""
+    ctx = context(request)
+    task = await tasks.delete_task(ctx, param(request, "job_id"), param(request, "task_id"))
+    in_background(request, files.delete_task_files(ctx, task))
+    return Response(status_code=200)
 
 
 async def reactivate_task(request: Request) -> Response:

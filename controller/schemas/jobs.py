@@ -172,3 +172,23 @@ class JobDisable(BatchModel):
     """Body of POST /jobs/{jobId}/disable: what happens to the job's running tasks."""
 
     disable_tasks: DisableJobOption
+
+
+class JobUpdate(BatchModel):
+    """Body of PATCH /jobs/{jobId} (omitted properties keep their values)."""
+
+    priority: int | None = None
+    allow_task_preemption: bool | None = None
+    max_parallel_tasks: int | None = None
+    constraints: JobConstraints | None = None
+    pool_info: PoolInfo | None = None
+    on_all_tasks_complete: AllTasksComplete | None = None
+    metadata: list[NameValue] | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> JobUpdate:
+        if self.priority is not None and not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise azure_error("OutOfRangePriority", "priority must be between -1000 and 1000")
+        if self.max_parallel_tasks is not None and self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
+            raise ValueError("maxParallelTasks must be -1 or greater than 0")
+        return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -13,7 +14,7 @@ import httpx
 from controller.api.odata import ListOptions, project
 from controller.context import Context
 from controller.domain.clock import http_date, iso, now
-from controller.errors import BadRequest, Conflict, InvalidRange, NotFound
+from controller.errors import BadRequest, BatchError, Conflict, InvalidRange, NotFound
 from controller.render import Record, node_url, task_url
 from controller.services.pools import get_pool
 from controller.services.records import Page, load
@@ -31,6 +32,8 @@ from nodeagent.messages import (
     FileListing,
     node_signature,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,8 +75,7 @@ async def task_location(ctx: Context, job_id: str, task_id: str) -> Location:
     task = await get_task(ctx, job_id, task_id)
     if not task.get("node"):
         raise NotFound(f"The task has not run on a node yet: {task_id}", code="FileNotFound")
-    base = f"workitems/{task['job']}/job-1/{task['id']}"
-    return Location(task["node"], base, f"{task_url(ctx.endpoint, task['job'], task['id'])}/files")
+    return Location(task["node"], task_dir(task), f"{task_url(ctx.endpoint, task['job'], task['id'])}/files")
 
 
 async def node_location(ctx: Context, pool_id: str, node_id: str) -> Location:
@@ -157,6 +159,21 @@ async def delete_file(ctx: Context, location: Location, file_path: str, recursiv
     response = await _send(ctx, location, "DELETE", _joined(location, file_path), query)
     await _raise_for_status(response, file_path)
     await response.aclose()
+
+
+def task_dir(task: Record) -> str:
+    """A task's directory under its node's root."""
+    return f"workitems/{task['job']}/job-1/{task['id']}"
+
+
+async def delete_task_files(ctx: Context, task: Record) -> None:
+    """Remove a deleted task's directory from the node it last ran on (best effort: the node may be gone)."""
+    if not task.get("node"):
+        return
+    try:
+        await delete_file(ctx, Location(task["node"], "", ""), task_dir(task), recursive=True)
+    except (BatchError, httpx.HTTPError) as error:
+        log.info("task %s/%s: files not deleted from node %s: %s", task["job"], task["id"], task["node"], error)
 
 
 async def list_files(ctx: Context, location: Location, recursive: bool, options: ListOptions) -> Page:

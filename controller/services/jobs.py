@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from datetime import timedelta
+from typing import Any
 
 from controller import render
 from controller.api.odata import ListOptions
@@ -13,9 +16,9 @@ from controller.context import Context
 from controller.domain.clock import iso, new_etag, now, parse_duration, parse_iso
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
-from controller.errors import Conflict, NotFound
+from controller.errors import Conflict, NotFound, invalid_property
 from controller.render import Record
-from controller.schemas.jobs import JobCreate
+from controller.schemas.jobs import JobCreate, JobUpdate
 from controller.services.attempts import stop_attempts
 from controller.services.autopools import auto_pool_id, create_for_job
 from controller.services.records import Page, load_or_404, new_record, page
@@ -87,6 +90,21 @@ async def get_job(ctx: Context, job_id: str) -> Record:
     )
 
 
+async def task_counts(ctx: Context, job_id: str) -> dict[str, Any]:
+    """The job's task counts by state, kept exact by the transition scripts, and its slot counts.
+
+    Slot counts equal task counts except for running tasks, whose slots are summed over their attempts
+    (a task's requiredSlots counts only while it runs).
+    """
+    record = await get_job(ctx, job_id)
+    counts = {name: int(record.get(f"n_{name}", "0")) for name in ("active", "running", "completed")}
+    counts.update({"succeeded": int(record.get("n_succeeded", "0")), "failed": int(record.get("n_failed", "0"))})
+    attempts = await reads.set_members(ctx.redis, ctx.keys.job_attempts(record["key"]))
+    slots = await reads.fields(ctx.redis, attempts, "slots", "state")
+    running_slots = sum(int(row[0] or 1) for row in slots if row[1] in ("running", "stopping"))
+    return {"taskCounts": counts, "taskSlotCounts": {**counts, "running": running_slots}}
+
+
 async def list_jobs(ctx: Context, options: ListOptions) -> Page:
     """A page of jobs in id order."""
     return await page(ctx.redis, ctx.keys.jobs(), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options)
@@ -141,6 +159,66 @@ async def _set_state(ctx: Context, record: Record, expected: str, state: str) ->
         raise job_not_found(record["id"])
     if result[0] == "state":
         raise _state_conflict(result[1])
+
+
+UPDATABLE_STATES = "active,disabling,disabled,enabling"
+
+
+async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
+    """Change a job's updatable properties (PATCH): omitted ones keep their values."""
+    record = await get_job(ctx, job_id)
+    spec = json.loads(record["spec"])
+    changes = patch.wire()
+    _check_update(record, spec, patch)
+    fields = {**_update_fields(record, patch), "spec": json.dumps({**spec, **changes})}
+    stamp = iso(now())
+    fields.update({"modified": stamp, "etag": new_etag()})
+    result = await ctx.transitions.update_if(ctx.keys.job(record["key"]), "state", UPDATABLE_STATES, fields)
+    if result[0] == "state":
+        raise _state_conflict(result[1])
+    await _after_update(ctx, record, fields, patch)
+    return await get_job(ctx, job_id)
+
+
+def _check_update(record: Record, spec: dict[str, Any], patch: JobUpdate) -> None:
+    if patch.on_all_tasks_complete == "noaction" and record.get("on_all_complete") == "terminatejob":
+        raise invalid_property("onAllTasksComplete", "terminatejob cannot be changed back to noaction")
+    if patch.pool_info is not None and patch.pool_info.auto_pool_specification is not None:
+        raise invalid_property("poolInfo", "a job's pool can be changed only to an existing pool")
+    if patch.pool_info is not None and record["state"] != "disabled":
+        raise Conflict("The pool of a job can be changed only while the job is disabled", code="JobNotDisabled")
+
+
+def _update_fields(record: Record, patch: JobUpdate) -> dict[str, str]:
+    """The store fields a patch changes."""
+    fields: dict[str, str] = {}
+    if patch.priority is not None:
+        fields["order"] = job_order(patch.priority, int(record["order"]) % _PRIORITY_SPAN)
+    if patch.max_parallel_tasks is not None:
+        fields["max_parallel"] = str(patch.max_parallel_tasks)
+    if patch.on_all_tasks_complete is not None:
+        fields["on_all_complete"] = patch.on_all_tasks_complete
+    if patch.constraints is not None and patch.constraints.max_task_retry_count is not None:
+        fields["max_retries"] = str(patch.constraints.max_task_retry_count)
+    if patch.pool_info is not None and patch.pool_info.pool_id is not None:
+        fields["pool"], fields["pool_id"] = key_of(patch.pool_info.pool_id), patch.pool_info.pool_id
+    return fields
+
+
+async def _after_update(ctx: Context, record: Record, fields: dict[str, str], patch: JobUpdate) -> None:
+    """Re-rank the job on its pool, move its deadline, and complete it when it now terminates on no tasks left."""
+    if "order" in fields:
+        await ctx.redis.zadd(ctx.keys.pool_jobs(record["pool"]), {record["key"]: float(fields["order"])}, xx=True)
+    limit = patch.constraints.max_wall_clock_time if patch.constraints else None
+    if limit:
+        deadline = parse_iso(record["created"]) + (parse_duration(limit) or timedelta())
+        await ctx.redis.zadd(ctx.keys.job_deadlines(), {record["key"]: deadline.timestamp() * 1000})
+    if fields.get("on_all_complete") == "terminatejob":
+        counts = await ctx.redis.hmget(ctx.keys.job(record["key"]), "n_active", "n_running", "state")
+        if counts[0] == "0" and counts[1] == "0" and counts[2] == "active":
+            with contextlib.suppress(Conflict):
+                await terminate_job(ctx, record["id"], "AllTasksComplete")
+    await ctx.wake_scheduler()
 
 
 async def disable_job(ctx: Context, job_id: str, option: str) -> Record:

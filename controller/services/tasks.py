@@ -256,6 +256,24 @@ async def terminate_task(ctx: Context, job_id: str, task_id: str) -> None:
     raise Conflict("The task is being placed on a node; retry the request")
 
 
+async def delete_task(ctx: Context, job_id: str, task_id: str) -> Record:
+    """Delete a task: a running one is stopped first. The deleted record (its files are the caller's to remove)."""
+    task = await get_task(ctx, job_id, task_id)
+    failure = json.dumps(task_ended_failure("the task was deleted").model_dump(mode="json"))
+    job_key = key_of(task["job"])
+    for _ in range(5):
+        attempt = await ctx.redis.hget(ctx.keys.task(job_key, task["key"]), "attempt")
+        if attempt:
+            await ctx.transitions.stop_attempt(str(attempt), "any", "fail", iso(now()), new_etag(), failure)
+        result = await ctx.transitions.delete_task(job_key, task["key"])
+        if result == "missing":
+            raise task_not_found(task_id)
+        if result == "ok":
+            log.info("task %s/%s deleted", task["job"], task["id"])
+            return task
+    raise Conflict("The task is being placed on a node; retry the request")
+
+
 async def reactivate_task(ctx: Context, job_id: str, task_id: str) -> None:
     """Reactivate a failed task: it runs again from retryCount 0."""
     task = await get_task(ctx, job_id, task_id)

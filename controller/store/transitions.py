@@ -40,6 +40,7 @@ SCRIPT_NAMES = (
     "remove_node",
     "lease_grace",
     "close_task",
+    "delete_task",
     "reactivate",
 )
 
@@ -217,6 +218,13 @@ class Transitions:
         keys = [k.node(node_id), k.pool_nodes(pool_key), k.node_attempts(node_id), k.removed_nodes()]
         result = cast(list[str], await self._run("remove_node", keys, [node_id]))
         return result[0] == "ok"
+
+    async def delete_task(self, job_key: str, task_key: str) -> str:
+        """Delete a task that holds no attempt; "ok", "missing" or "busy"."""
+        k = self.keys
+        keys = [k.task(job_key, task_key), k.job(job_key), k.job_tasks(job_key), k.job_queue(job_key)]
+        keys.append(k.task_deadlines())
+        return cast(list[str], await self._run("delete_task", keys, [task_key]))[0]
 
     async def lease_grace(self, floor_ms: int) -> int:
         """Extend every running lease to at least `floor_ms`; how many were extended."""

@@ -149,3 +149,48 @@ def test_disable_with_terminate_ends_running_tasks_and_wait_lets_them_finish(sha
     waited = completed(client, "waited", "t")
     assert (waited.execution_info.exit_code, waited.execution_info.failure_info) == (0, None)
     assert client.get_job("waited").state == "disabled"
+
+
+def test_the_recommended_auto_termination_pattern_through_patch(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    # Create with noaction, add the tasks, then patch to terminatejob (the documented pattern)
+    _job(client, "patched")
+    tasks = [_task(f"t{i}", "/bin/true") for i in range(3)]
+    client.create_task_collection("patched", models.BatchTaskGroup(task_values=tasks))
+    for index in range(3):
+        completed(client, "patched", f"t{index}")
+    assert client.get_job("patched").state == "active"
+    client.update_job("patched", models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob", priority=50))
+    until("the patched job to complete", lambda: client.get_job("patched").state == "completed")
+    job = client.get_job("patched")
+    assert (job.execution_info.termination_reason, job.priority) == ("AllTasksComplete", 50)
+
+
+def test_terminatejob_cannot_go_back_to_noaction(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "one-way", all_tasks_complete_mode="noaction")
+    client.create_task("one-way", _task("slow", "/bin/sleep 30"))
+    client.update_job("one-way", models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    with pytest.raises(HttpResponseError) as refused:
+        client.update_job("one-way", models.BatchJobUpdateOptions(all_tasks_complete_mode="noaction"))
+    assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidPropertyValue")
+    client.terminate_task("one-way", "slow")
+
+
+def test_deleting_a_task_stops_it_and_removes_its_record_and_files(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "pruned")
+    client.create_task("pruned", _task("done", "/bin/sh -c 'echo kept-until-deleted'"))
+    client.create_task("pruned", _task("busy", "/bin/sleep 60"))
+    done = completed(client, "pruned", "done")
+    until("busy to run", lambda: client.get_task("pruned", "busy").state == "running")
+    for task_id in ("done", "busy"):
+        client.delete_task("pruned", task_id)
+        with pytest.raises(HttpResponseError) as gone:
+            client.get_task("pruned", task_id)
+        assert gone.value.status_code == 404
+    # The files of the completed task are removed from its node
+    node_files = lambda: [f.name for f in client.list_node_files("local", done.node_info.node_id, recursive=True)]  # noqa: E731
+    until("its directory to be removed", lambda: not any("workitems/pruned/job-1/done/" in n for n in node_files()))
+    counts = client.get_job_task_counts("pruned")
+    assert (counts.task_counts.active, counts.task_counts.running, counts.task_counts.completed) == (0, 0, 0)
