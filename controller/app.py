@@ -56,6 +56,7 @@ ROUTES = [
     Route(TASK, tasks.delete_task, methods=["DELETE"]),
     Route(TASK + "/terminate", tasks.terminate_task, methods=["POST"]),
     Route(TASK + "/reactivate", tasks.reactivate_task, methods=["POST"]),
+    Route(TASK + "/subtasksinfo", tasks.list_subtasks, methods=["GET"]),
     Route(TASK + "/files", files.task_files, methods=["GET"]),
     Route(TASK + "/files/{file_path:path}", files.task_file, methods=["GET", "HEAD", "DELETE"]),
     Route("/pools", pools.create_pool, methods=["POST"]),
@@ -77,6 +78,8 @@ ROUTES = [
     Route("/applications/{application_id}", applications.get_application, methods=["GET"]),
     Route("/agent/v1/attempts/{attempt_id}/claim", agent.claim, methods=["POST"]),
     Route("/agent/v1/attempts/{attempt_id}/report", agent.report, methods=["POST"]),
+    Route("/agent/v1/attempts/{attempt_id}/coordinated", agent.coordinated, methods=["POST"]),
+    Route("/agent/v1/attempts/{attempt_id}/gang", agent.gang, methods=["POST"]),
     Route("/agent/v1/nodes/{node_id}/heartbeat", agent.heartbeat, methods=["POST"]),
     Route("/agent/v1/nodes/{node_id}/jobtasks", agent.job_task, methods=["POST"]),
 ]

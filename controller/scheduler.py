@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from controller.context import Context
 from controller.converge import converge
-from controller.domain.placement import Want, place
+from controller.domain.placement import Want, place, place_gang
 from controller.domain.states import SCHEDULABLE_NODE_STATES
 from controller.reconcile import reconcile
 from controller.store import reads
@@ -131,17 +131,48 @@ class Scheduler:
         if not task_keys:
             await redis.zrem(keys.pool_jobs(pool_key), job_key)
             return free
-        rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity", "exclusive")
-        wants = [
-            Want(key, int(row[0] or 1), row[3] or "", row[4] == "1") for key, row in zip(task_keys, rows, strict=True)
-        ]
+        rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity", "exclusive", "instances")
+        names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key))
         usable = {node: slots for node, slots in free.items() if node not in unprepared}
+        gangs = {key: int(row[5]) for key, row in zip(task_keys, rows, strict=True) if row[5]}
+        usable = await self._place_gangs(job_key, pool_key, gangs, usable, names)
+        wants = [
+            Want(key, int(row[0] or 1), row[3] or "", row[4] == "1")
+            for key, row in zip(task_keys, rows, strict=True)
+            if key not in gangs
+        ]
         placed, left = place(wants, usable, fill_type, self.totals)
         left = {**free, **left}
-        names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         await self._offer(job_key, pool_key, placed, names)
         return {node: slots for node, slots in left.items() if slots > 0}
+
+    async def _place_gangs(
+        self,
+        job_key: str,
+        pool_key: str,
+        gangs: dict[str, int],
+        free: dict[str, int],
+        names: dict[str, tuple[str, str]],
+    ) -> dict[str, int]:
+        """Offer each multi-instance task to as many nodes as it has instances, all or none; the slots left."""
+        left = dict(free)
+        dispatches: list[Dispatch] = []
+        for task_key, count in gangs.items():
+            nodes = place_gang(count, left)
+            if nodes is None:
+                continue
+            members = [(node_id, uuid.uuid4().hex) for node_id in nodes]
+            now_ms = int(time.time() * 1000)
+            placed = await self.ctx.transitions.offer_gang(job_key, pool_key, task_key, now_ms, members)
+            if not placed:
+                continue
+            for node_id, attempt_id in members:
+                left[node_id] -= 1
+                job_id, task_id = names[task_key]
+                dispatches.append(Dispatch(attempt_id=attempt_id, job_id=job_id, task_id=task_id, node_id=node_id))
+        await self.ctx.dispatcher.publish(dispatches)
+        return left
 
     async def _parallel_room(self, job_key: str, wanted: int) -> int:
         """How many more attempts the job may have at once (its maxParallelTasks), at most `wanted`."""

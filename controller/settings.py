@@ -56,6 +56,8 @@ class ControllerSettings(BaseSettings):
     """How long a task may exist before the service terminates it (Azure: 180 days)."""
     lease_seconds: float = Field(default=30.0, gt=0)
     """How long an attempt's lease lasts without a heartbeat renewing it."""
+    master_port: int = Field(default=6000, ge=1, le=65535)
+    """The port AZ_BATCH_MASTER_NODE names on a multi-instance task's primary node."""
     node_timeout_seconds: float = Field(default=30.0, gt=0)
     """A node silent for this long becomes `unknown`."""
     dispatch_timeout_seconds: float = Field(default=60.0, gt=0)

@@ -120,7 +120,7 @@ class AgentRuntime:
         self.job_tasks = JobTasks(
             self.layout, lambda: self.deps, self.client.job_task_report, boot_id=self.boot_time.isoformat()
         )
-        self.deps = replace(self.deps, job_tasks=self.job_tasks)
+        self.deps = replace(self.deps, job_tasks=self.job_tasks, gang=self.client)
         self.exit_action: NodeCommand | None = None
         """The node command that stopped the agent, if one did: `__main__` re-executes it or exits 0."""
         self._shutdown_worker = shutdown_worker

@@ -17,6 +17,8 @@ from nodeagent.errors import ControllerUnavailable
 from nodeagent.messages import (
     AttemptSpec,
     ClaimRequest,
+    Coordinated,
+    GangState,
     HeartbeatAnswer,
     JobTaskReport,
     NodeHeartbeat,
@@ -131,6 +133,19 @@ class ControllerClient:
         if response is None or not (response.is_success or response.status_code in STALE_STATUSES):
             return False, None
         return True, _report_answer(attempt_id, response)
+
+    def coordinated(self, attempt_id: str, result: Coordinated) -> None:
+        """Tell the controller how an instance's coordination command ended (retried until answered)."""
+        response = self._call(messages.coordinated_path(attempt_id), result, self._report_retry)
+        if response is None or not response.is_success:
+            log.warning("attempt %s: coordination result not accepted (%s)", attempt_id, _status(response))
+
+    def gang(self, attempt_id: str) -> GangState:
+        """Whether every instance of the primary's task coordinated; `failed` when the primary is stale."""
+        response = self._call(messages.gang_path(attempt_id), ClaimRequest(node_id=""), self._claim_retry)
+        if response is None or not response.is_success:
+            return GangState(state="failed")
+        return GangState.model_validate_json(response.content)
 
     def job_task_report(self, report: JobTaskReport) -> None:
         """Deliver a job preparation or release report (a few tries; the controller keeps the latest)."""

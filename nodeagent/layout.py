@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from nodeagent.identity import RunAs, identity_label
-from nodeagent.messages import ApplicationPackageSpec, AttemptSpec, PoolConfig, StartTaskSpec
+from nodeagent.messages import ApplicationPackageSpec, AttemptSpec, MultiInstanceSpec, PoolConfig, StartTaskSpec
 
 NODE_DIR_MODES = {"shared": 0o1777, "startup": 0o755, "workitems": 0o755, "applications": 0o755, "fsmounts": 0o755}
 """Mode of each node-level directory, set on every start whatever the umask."""
@@ -239,7 +239,21 @@ def batch_variables(layout: NodeLayout, dirs: TaskDirs, spec: AttemptSpec) -> di
         variables["AZ_BATCH_JOB_PREP_DIR"] = str(prep.task_dir)
         variables["AZ_BATCH_JOB_PREP_WORKING_DIR"] = str(prep.wd)
     variables.update(package_variables(layout, spec.application_packages))
+    if spec.multi_instance is not None:
+        variables.update(multi_instance_variables(spec.multi_instance, dirs))
     return variables
+
+
+def multi_instance_variables(instance: MultiInstanceSpec, dirs: TaskDirs) -> dict[str, str]:
+    """The variables an instance of a multi-instance task has: where the others run, which one leads."""
+    return {
+        "AZ_BATCH_TASK_SHARED_DIR": str(dirs.task_dir),
+        "AZ_BATCH_HOST_LIST": ",".join(instance.hosts),
+        "AZ_BATCH_NODE_LIST": ";".join(instance.hosts),
+        "AZ_BATCH_MASTER_NODE": f"{instance.hosts[0] if instance.hosts else ''}:{instance.master_port}",
+        "AZ_BATCH_IS_CURRENT_NODE_MASTER": "true" if instance.is_primary else "false",
+        "CCP_NODES": " ".join([str(len(instance.hosts)), *(f"{host} 1" for host in instance.hosts)]),
+    }
 
 
 def node_variables(

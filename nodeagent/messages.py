@@ -68,6 +68,16 @@ def heartbeat_path(node_id: str) -> str:
     return f"{AGENT_API_PREFIX}/nodes/{node_id}/heartbeat"
 
 
+def coordinated_path(attempt_id: str) -> str:
+    """Controller path an instance of a multi-instance task posts its coordination result to."""
+    return f"{AGENT_API_PREFIX}/attempts/{attempt_id}/coordinated"
+
+
+def gang_path(attempt_id: str) -> str:
+    """Controller path the primary instance asks whether every instance coordinated."""
+    return f"{AGENT_API_PREFIX}/attempts/{attempt_id}/gang"
+
+
 def job_task_path(node_id: str) -> str:
     """Controller path an agent posts its job preparation and release reports to."""
     return f"{AGENT_API_PREFIX}/nodes/{node_id}/jobtasks"
@@ -226,6 +236,25 @@ class AttemptSpec(WireModel):
     """Set when the job has a preparation task: the agent exports AZ_BATCH_JOB_PREP_DIR for it."""
     job_preparation: JobPreparationSpec | None = None
     """The job's preparation task, which must have run on the node before this attempt's command."""
+    multi_instance: MultiInstanceSpec | None = None
+    """Set for one instance of a multi-instance task (the primary has subtask id 0)."""
+
+
+class MultiInstanceSpec(WireModel):
+    """One instance of a multi-instance task: which one, where the others run, what coordinates them."""
+
+    subtask_id: int
+    number_of_instances: int
+    coordination_command_line: str
+    common_resource_files: list[ResourceFileSpec] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list)
+    """The instances' node addresses, the primary's first."""
+    master_port: int = 6000
+
+    @property
+    def is_primary(self) -> bool:
+        """True for the instance that runs the task's command line."""
+        return self.subtask_id == 0
 
 
 class JobPreparationSpec(WireModel):
@@ -384,6 +413,23 @@ class HeartbeatAnswer(WireModel):
     command: NodeCommand | None = None
     job_releases: list[AttemptSpec] = Field(default_factory=list)
     """Release tasks of ended jobs to run on this node (each until the node reported it)."""
+
+
+class Coordinated(WireModel):
+    """How an instance's coordination command ended."""
+
+    node_id: str
+    exit_code: int | None = None
+    start_time: datetime
+    end_time: datetime
+    failure: FailureInfo | None = None
+
+
+class GangState(WireModel):
+    """Whether every instance of a multi-instance task coordinated: `waiting`, `ready` or `failed`."""
+
+    state: Literal["waiting", "ready", "failed"]
+    failure: FailureInfo | None = None
 
 
 JobTaskKind = Literal["preparation", "release"]

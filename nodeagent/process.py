@@ -72,6 +72,8 @@ class ProcessSpec:
     run_as: RunAs | None = None
     cancel: threading.Event | None = None
     on_start: Callable[[int], None] | None = field(default=None, compare=False)
+    keep_group: bool = False
+    """Leave what the command started in its process group running after it exits (it is stopped later)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def run(spec: ProcessSpec) -> ProcessResult:
     reaped, timed_out, cancelled = _wait(child, spec, deadline)
     if reaped is None:
         reaped = _stop(child, spec.kill_grace)
-    else:
+    elif not spec.keep_group:
         # Whatever the command left running in its group is stopped with it.
         signal_tree(child.pid, signal.SIGKILL, descendants=())
     return _result(reaped, started_at, timed_out, cancelled)
@@ -170,7 +172,12 @@ def switch_identity_argv(setpriv: str, run_as: RunAs, program: str) -> list[str]
 
 
 def resolve_program(program: str, search_path: str, cwd: Path) -> str:
-    """The executable a program name runs, as exec would find it; raised as the launch failure otherwise."""
+    """The program to exec, checked to exist; raised as the launch failure otherwise.
+
+    A path is made absolute against `cwd`. A bare name is returned as it is, once some directory of
+    `search_path` has it: the exec that runs it (as the task's user) searches the path itself, passing
+    over directories that user cannot reach, as execvp does.
+    """
     if "/" in program:
         candidate = str(cwd / program)
         if not os.path.isfile(candidate):
@@ -178,10 +185,9 @@ def resolve_program(program: str, search_path: str, cwd: Path) -> str:
         if not os.access(candidate, os.X_OK):
             raise ProcessStartError("CommandLaunchFailed", f"cannot start {program!r}: permission denied")
         return candidate
-    found = shutil.which(program, path=search_path)
-    if found is None:
+    if shutil.which(program, path=search_path) is None:
         raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
-    return found
+    return program
 
 
 def _wait(child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None) -> tuple[_Exit | None, bool, bool]:

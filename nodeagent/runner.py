@@ -22,6 +22,7 @@ from nodeagent.steps import (
     UploadOutputFiles,
 )
 from nodeagent.steps.base import RunDeps, Step, TaskContext
+from nodeagent.steps.coordinate import Coordinate, DownloadCommonResourceFiles, StopCoordination
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,27 @@ def default_finalizers() -> list[Step]:
     return [UploadOutputFiles(), ReportResult()]
 
 
+def multi_instance_steps(spec: AttemptSpec) -> tuple[list[Step], list[Step]]:
+    """The steps and finalizers of one instance of a multi-instance task.
+
+    Every instance prepares, installs, downloads the common files and coordinates; the primary then
+    downloads its own resource files, runs the command, uploads and reports. A subtask ends when its
+    task ends, without a report of its own.
+    """
+    common: list[Step] = [PrepareDirs(), RunJobPreparation(), InstallPackages(), DownloadCommonResourceFiles()]
+    if spec.multi_instance is not None and not spec.multi_instance.is_primary:
+        return [*common, Coordinate()], [StopCoordination()]
+    steps = [*common, DownloadResourceFiles(), Coordinate(), RunCommandLine()]
+    return steps, [StopCoordination(), *default_finalizers()]
+
+
+def steps_for(spec: AttemptSpec) -> tuple[list[Step], list[Step]]:
+    """The steps and finalizers an attempt runs."""
+    if spec.multi_instance is not None:
+        return multi_instance_steps(spec)
+    return default_steps(), default_finalizers()
+
+
 def run(spec: AttemptSpec, layout: NodeLayout, deps: RunDeps, cancel: threading.Event | None = None) -> TaskContext:
     """Run a claimed attempt with the default steps; the finished context (its `report` is what was sent)."""
     ctx = TaskContext(
@@ -47,8 +69,9 @@ def run(spec: AttemptSpec, layout: NodeLayout, deps: RunDeps, cancel: threading.
         state=StepState(layout.state_file(spec.attempt_id)),
         cancel=cancel or threading.Event(),
     )
+    steps, finalizers = steps_for(spec)
     try:
-        run_steps(ctx, default_steps(), default_finalizers())
+        run_steps(ctx, steps, finalizers)
     finally:
         ctx.state.remove()
     return ctx

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchyard import tools
+from tests.support.batch import close_clients
 from tests.support.servers import AzuriteServer, RedisServer, require_tool
 from tests.support.stack import LocalStack
 
@@ -37,6 +38,7 @@ def _run_stack(data_dir: Path) -> Iterator[LocalStack]:
     stack = LocalStack(data_dir)
     stack.start()
     yield stack
+    close_clients(stack)
     code = stack.stop()
     assert code in (None, 0), f"batchyard up exited with code {code}; see {stack.log_path}"
 

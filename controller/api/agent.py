@@ -9,7 +9,7 @@ from controller.api.common import context, param
 from controller.api.responses import json_response
 from controller.api.validation import parse_model
 from controller.services import agents, jobtasks
-from nodeagent.messages import ClaimRequest, JobTaskReport, NodeHeartbeat, TaskReport
+from nodeagent.messages import ClaimRequest, Coordinated, JobTaskReport, NodeHeartbeat, TaskReport
 
 
 async def claim(request: Request) -> Response:
@@ -38,3 +38,16 @@ async def job_task(request: Request) -> Response:
     body = parse_model(await request.body(), JobTaskReport)
     await jobtasks.record_report(context(request), param(request, "node_id"), body)
     return Response(status_code=204)
+
+
+async def coordinated(request: Request) -> Response:
+    """POST /agent/v1/attempts/{attemptId}/coordinated: an instance's coordination command ended."""
+    body = parse_model(await request.body(), Coordinated)
+    await agents.coordinated(context(request), param(request, "attempt_id"), body)
+    return Response(status_code=204)
+
+
+async def gang(request: Request) -> Response:
+    """POST /agent/v1/attempts/{attemptId}/gang: whether every instance of the primary's task coordinated."""
+    answer = await agents.gang(context(request), param(request, "attempt_id"))
+    return json_response(answer.model_dump(mode="json"))

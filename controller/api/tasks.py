@@ -99,3 +99,10 @@ async def reactivate_task(request: Request) -> Response:
     """POST /jobs/{jobId}/tasks/{taskId}/reactivate."""
     await tasks.reactivate_task(context(request), param(request, "job_id"), param(request, "task_id"))
     return Response(status_code=204)
+
+
+async def list_subtasks(request: Request) -> Response:
+    """GET /jobs/{jobId}/tasks/{taskId}/subtasksinfo."""
+    ctx = context(request)
+    items = await tasks.list_subtasks(ctx, param(request, "job_id"), param(request, "task_id"))
+    return json_response({"odata.metadata": f"{ctx.endpoint}/$metadata#subtaskinfo", "value": items})

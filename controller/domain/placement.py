@@ -46,3 +46,13 @@ def place(
         left[node] = 0 if want.whole_node else left[node] - want.slots
         placed.append((want, node))
     return placed, left
+
+
+def place_gang(count: int, free: Mapping[str, int]) -> list[str] | None:
+    """`count` distinct nodes with a free slot each for the instances of a multi-instance task, or None.
+
+    All or nothing: a gang that does not fit reserves nothing. The nodes with the most free slots are
+    taken first (ties to the lowest id).
+    """
+    fitting = sorted((node for node, slots in free.items() if slots >= 1), key=lambda name: (-free[name], name))
+    return fitting[:count] if len(fitting) >= count else None

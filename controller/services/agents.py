@@ -23,6 +23,9 @@ from controller.store import reads
 from controller.store.transitions import AttemptFinish, Heartbeat
 from nodeagent.messages import (
     AttemptSpec,
+    Coordinated,
+    FailureInfo,
+    GangState,
     HeartbeatAnswer,
     NodeCommand,
     NodeHeartbeat,
@@ -53,11 +56,47 @@ async def claim(ctx: Context, attempt_id: str, node_id: str) -> AttemptSpec:
     if not ok:
         log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
         raise stale(detail)
-    task, job = await reads.records(ctx.redis, [detail, ctx.keys.job(ctx.keys.job_key_of_task(detail))])
+    task, job, attempt = await reads.records(
+        ctx.redis, [detail, ctx.keys.job(ctx.keys.job_key_of_task(detail)), ctx.keys.attempt(attempt_id)]
+    )
     if not task or not job:
         raise stale("the task is gone")
     pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
-    return await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pool)
+    spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pool)
+    if attempt.get("gang"):
+        spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})
+    return spec
+
+
+async def coordinated(ctx: Context, attempt_id: str, body: Coordinated) -> None:
+    """Record how an instance's coordination command ended (once); a failure fails the whole gang."""
+    attempt_key = ctx.keys.attempt(attempt_id)
+    attempt = await load(ctx.redis, attempt_key)
+    if attempt is None or attempt.get("node_id") != body.node_id or attempt.get("state") != "running":
+        raise stale("the instance is not running")
+    if not await ctx.redis.hsetnx(attempt_key, "coord_end", iso(body.end_time)):
+        return
+    exit_code = "" if body.exit_code is None else str(body.exit_code)
+    await ctx.redis.hset(attempt_key, mapping={"coord_start": iso(body.start_time), "coord_exit": exit_code})
+    if body.failure is None:
+        await ctx.redis.hincrby(attempt["task"], "coordinated", 1)
+        return
+    failure = body.failure.model_dump_json()
+    await ctx.redis.hset(attempt_key, "coord_failure", failure)
+    await ctx.redis.hsetnx(attempt["task"], "gang_failed", failure)
+
+
+async def gang(ctx: Context, attempt_id: str) -> GangState:
+    """Whether every instance of the primary's task coordinated (`ready`), one failed, or not yet."""
+    attempt_key = ctx.keys.attempt(attempt_id)
+    task_key = await ctx.redis.hget(attempt_key, "task")
+    task = await load(ctx.redis, str(task_key)) if task_key else None
+    if task is None or task.get("attempt") != attempt_key:
+        raise stale("the attempt is not the task's primary")
+    if task.get("gang_failed"):
+        return GangState(state="failed", failure=FailureInfo.model_validate_json(task["gang_failed"]))
+    ready = int(task.get("coordinated", "0")) >= int(task.get("instances", "1"))
+    return GangState(state="ready" if ready else "waiting")
 
 
 def accumulated_stats(previous: str, report: TaskReport) -> str:

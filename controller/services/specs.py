@@ -15,6 +15,7 @@ from nodeagent.messages import (
     BindMountSpec,
     ContainerSpec,
     JobPreparationSpec,
+    MultiInstanceSpec,
     OutputFileSpec,
     PoolConfig,
     ResourceFileSpec,
@@ -169,6 +170,22 @@ async def attempt_spec(
     )
     spec = await _build(ctx, run, job, job_spec, pool_spec)
     return spec.model_copy(update={"job_preparation": await preparation(ctx, node_id, job, job_spec, pool_spec)})
+
+
+async def multi_instance(ctx: Context, task: Record, attempt: Record) -> MultiInstanceSpec:
+    """What one instance of a multi-instance task needs: its index, every instance's address, the coordination."""
+    settings = json.loads(task["spec"])["multiInstanceSettings"]
+    members = (task.get("gang") or task.get("subtasks") or "").split(",")
+    node_ids = [await ctx.redis.hget(member, "node_id") or "" for member in members]
+    hosts = [await ctx.redis.hget(ctx.keys.node(str(node_id)), "ip") or "" for node_id in node_ids]
+    return MultiInstanceSpec(
+        subtask_id=int(attempt.get("subtask", "0")),
+        number_of_instances=len(members),
+        coordination_command_line=settings["coordinationCommandLine"],
+        common_resource_files=[resource_file(ctx, item) for item in settings.get("commonResourceFiles") or []],
+        hosts=[str(host) for host in hosts],
+        master_port=ctx.settings.master_port,
+    )
 
 
 async def preparation(

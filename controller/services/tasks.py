@@ -68,8 +68,10 @@ def _dependency_fields(body: TaskCreate) -> dict[str, str]:
 
 def _task_fields(job: Record, body: TaskCreate, stamp: str) -> dict[str, str]:
     constraint = body.constraints.max_task_retry_count if body.constraints else None
+    instances = body.multi_instance_settings.number_of_instances or 1 if body.multi_instance_settings else None
     return {
         **_dependency_fields(body),
+        **({"instances": str(instances)} if instances is not None else {}),
         **new_record(body, body.id, stamp),
         "job": job["id"],
         "pool_id": job["pool_id"],
@@ -102,6 +104,13 @@ def _check_dependencies(job_spec: dict[str, Any], body: TaskCreate) -> BatchErro
             code="TaskDependenciesNotSpecifiedOnJob",
         )
     return check_dependencies(body.depends_on.wire())
+
+
+def _check_multi_instance(body: TaskCreate) -> BatchError | None:
+    """A multi-instance task takes one slot on each of its nodes."""
+    if body.multi_instance_settings is not None and (body.required_slots or 1) != 1:
+        return invalid_property("requiredSlots", "a multi-instance task must have requiredSlots 1")
+    return None
 
 
 def _check_exit_conditions(job_spec: dict[str, Any], body: TaskCreate) -> BatchError | None:
@@ -152,6 +161,7 @@ async def add_tasks(
             _reserved_id_error(job_spec, body.id)
             or _check_dependencies(job_spec, body)
             or _check_exit_conditions(job_spec, body)
+            or _check_multi_instance(body)
             or _check_container(pool, body)
             or _check_packages(known, body)
         )
@@ -237,6 +247,45 @@ async def list_tasks(ctx: Context, job_id: str, options: ListOptions, expand_sta
         lambda record: render.task(record, ctx.endpoint, expand_stats),
         options,
     )
+
+
+async def list_subtasks(ctx: Context, job_id: str, task_id: str) -> list[dict[str, Any]]:
+    """The subtasks (instances other than the primary) of a multi-instance task's latest run."""
+    task = await get_task(ctx, job_id, task_id)
+    members = [member for member in task.get("subtasks", "").split(",") if member][1:]
+    attempts = await reads.records(ctx.redis, members)
+    return [_subtask(ctx, task, attempt) for attempt in attempts if attempt]
+
+
+def _subtask(ctx: Context, task: Record, attempt: Record) -> dict[str, Any]:
+    """One subtask as BatchSubtask JSON."""
+    node_id = attempt.get("node_id", "")
+    root = f"workitems/{task['job']}/job-1/{task['id']}"
+    node = render.node_url(ctx.endpoint, task["pool_id"], node_id)
+    live = attempt.get("state") in ("offered", "running", "stopping")
+    item: dict[str, Any] = {
+        "id": int(attempt.get("subtask", "0")),
+        "nodeInfo": {
+            "affinityId": node_id,
+            "nodeUrl": node,
+            "poolId": task["pool_id"],
+            "nodeId": node_id,
+            "taskRootDirectory": root,
+            "taskRootDirectoryUrl": f"{node}/files/{root}",
+        },
+        "state": "running" if live else "completed",
+    }
+    if attempt.get("started"):
+        item["startTime"] = attempt["started"]
+    if not live:
+        item["endTime"] = attempt.get("ended") or attempt.get("coord_end") or attempt.get("started", "")
+    if attempt.get("coord_exit"):
+        item["exitCode"] = int(attempt["coord_exit"])
+    if attempt.get("coord_failure"):
+        item["failureInfo"] = json.loads(attempt["coord_failure"])
+    if not live:
+        item["result"] = "failure" if attempt.get("coord_failure") else "success"
+    return item
 
 
 async def terminate_task(ctx: Context, job_id: str, task_id: str) -> None:

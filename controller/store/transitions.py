@@ -28,6 +28,7 @@ SCRIPT_NAMES = (
     "create",
     "add_tasks",
     "offer",
+    "offer_gang",
     "claim",
     "finish",
     "stop_attempt",
@@ -148,6 +149,19 @@ class Transitions:
             args += [placement.task_key, k.attempt(placement.attempt_id), placement.attempt_id]
         return cast(list[str], await self._run("offer", keys, args))
 
+    async def offer_gang(
+        self, job_key: str, pool_key: str, task_key: str, now_ms: int, members: Sequence[tuple[str, str]]
+    ) -> list[str]:
+        """Offer a multi-instance task to (node id, attempt id) pairs at once, the primary first; ids placed."""
+        k = self.keys
+        keys = [k.job(job_key), k.job_queue(job_key), k.job_attempts(job_key), k.pool_jobs(pool_key), k.offers()]
+        keys.append(task_key)
+        args: list[Any] = [now_ms]
+        for node_id, attempt_id in members:
+            args += [node_id, k.node(node_id), k.node_attempts(node_id), attempt_id]
+        args.append(k.attempt(""))
+        return cast(list[str], await self._run("offer_gang", keys, args))
+
     async def claim(self, attempt_id: str, node_id: str, now: str, lease_expiry_ms: int, etag: str) -> tuple[bool, str]:
         """Claim an offered attempt; (True, task hash key) or (False, reason)."""
         k = self.keys
@@ -160,7 +174,7 @@ class Transitions:
         k = self.keys
         job_key = end.job_key
         keys = [k.attempt(attempt_id), k.leases(), k.job_dependency_states(job_key), k.job_dependents(job_key)]
-        keys += [k.job_task_prefix(job_key), k.terminating_jobs()]
+        keys += [k.job_task_prefix(job_key), k.terminating_jobs(), k.offers()]
         flat = [item for pair in end.fields.items() for item in pair]
         args = [end.node_id, end.mode, end.result, end.now, end.etag, end.dependency_action, *flat]
         status, detail = await self._run("finish", keys, args)

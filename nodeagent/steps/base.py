@@ -15,7 +15,7 @@ from nodeagent.container import ContainerRuntime, ToolRunner, run_tool
 from nodeagent.errors import StepError
 from nodeagent.identity import IdentityResolver, RunAs
 from nodeagent.layout import NodeLayout, TaskDirs
-from nodeagent.messages import AttemptSpec, FailureCategory, JobPreparationSpec, TaskReport
+from nodeagent.messages import AttemptSpec, Coordinated, FailureCategory, GangState, JobPreparationSpec, TaskReport
 from nodeagent.process import ProcessResult, ProcessSpec
 from nodeagent.state import StepState
 
@@ -25,6 +25,16 @@ class Reporter(Protocol):
 
     def deliver(self, attempt_id: str, report: TaskReport) -> object:
         """Send `report` for `attempt_id` (spooled until answered)."""
+
+
+class Gang(Protocol):
+    """The controller calls of a multi-instance task's instances (`nodeagent.client.ControllerClient`)."""
+
+    def coordinated(self, attempt_id: str, result: Coordinated) -> None:
+        """Tell the controller how this instance's coordination command ended."""
+
+    def gang(self, attempt_id: str) -> GangState:
+        """Ask whether every instance coordinated (the primary asks)."""
 
 
 class JobPreparer(Protocol):
@@ -54,6 +64,8 @@ class RunDeps:
     """Runs helper commands with bytes on standard input (registry login)."""
     job_tasks: JobPreparer | None = None
     """Runs job preparation tasks; without it an attempt's preparation task is not run."""
+    gang: Gang | None = None
+    """Reaches the controller for multi-instance tasks; without it they cannot coordinate."""
 
 
 @dataclass
@@ -76,6 +88,8 @@ class TaskContext:
     failure: StepError | None = None
     abandoned: bool = False
     report: TaskReport | None = None
+    coordination_group: int | None = None
+    """Process group of a multi-instance task's coordination command, left running until the attempt ends."""
 
     @property
     def attempt_id(self) -> str:

@@ -44,17 +44,22 @@ class DownloadResourceFiles:
 
     def run(self, ctx: TaskContext) -> None:
         """Download, then apply each file's mode; failures are pre-processing errors."""
-        for source in ctx.spec.resource_files:
-            if ctx.cancel.is_set():
-                raise AttemptAbandoned(ctx.attempt_id)
-            key = download_key(source, ctx.dirs.wd)
-            if ctx.state.is_done(key):
-                log.info("attempt %s: resource file %s already downloaded", ctx.attempt_id, source.file_path)
-                continue
-            mode = parse_file_mode(source.file_mode)
-            paths = ctx.deps.blob.download(source, ctx.dirs.wd)
-            place_files(paths, mode, ctx.dirs.wd, ctx.run_as)
-            ctx.state.mark_done(key, [str(path) for path in paths])
+        download_all(ctx, ctx.spec.resource_files, ctx.dirs.wd)
+
+
+def download_all(ctx: TaskContext, sources: list[ResourceFileSpec], target: Path) -> None:
+    """Download `sources` below `target` with their modes, skipping those this attempt already fetched."""
+    for source in sources:
+        if ctx.cancel.is_set():
+            raise AttemptAbandoned(ctx.attempt_id)
+        key = download_key(source, target)
+        if ctx.state.is_done(key):
+            log.info("attempt %s: resource file %s already downloaded", ctx.attempt_id, source.file_path)
+            continue
+        mode = parse_file_mode(source.file_mode)
+        paths = ctx.deps.blob.download(source, target)
+        place_files(paths, mode, target, ctx.run_as)
+        ctx.state.mark_done(key, [str(path) for path in paths])
 
 
 def place_files(paths: list[Path], mode: int, wd: Path, run_as: RunAs) -> None:

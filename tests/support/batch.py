@@ -14,9 +14,24 @@ TIMEOUT_SECONDS = 90.0
 """Longest any end-to-end wait lasts before the test fails."""
 
 
+_clients: dict[str, BatchClient] = {}
+"""One SDK client per stack URL, closed with its stack (`close_clients`), so no socket is left to the GC."""
+
+
 def batch_client(stack: LocalStack) -> BatchClient:
-    """An SDK client signed with the stack's account key."""
-    return BatchClient(endpoint=stack.url, credential=AzureNamedKeyCredential(stack.account_name, stack.account_key))
+    """The SDK client of the stack, signed with its account key."""
+    client = _clients.get(stack.url)
+    if client is None:
+        credential = AzureNamedKeyCredential(stack.account_name, stack.account_key)
+        client = _clients[stack.url] = BatchClient(endpoint=stack.url, credential=credential)
+    return client
+
+
+def close_clients(stack: LocalStack) -> None:
+    """Close the stack's SDK client, if one was made."""
+    client = _clients.pop(stack.url, None)
+    if client is not None:
+        client.close()
 
 
 def until(what: str, check: Callable[[], bool], timeout: float = TIMEOUT_SECONDS) -> None:

@@ -1,6 +1,7 @@
 -- The claiming node reports an attempt's end: the task completes or goes back to the queue.
 -- KEYS: 1 attempt, 2 leases, 3 job dependency states, 4 job dependents prefix, 5 job task prefix,
---       6 terminating jobs (a job that completes by onAllTasksComplete with releases to run terminates).
+--       6 terminating jobs (a job that completes by onAllTasksComplete with releases to run terminates),
+--       7 offers.
 -- ARGV: 1 node id, 2 mode ("completed" | "retry"), 3 result ("success" | "failure" | ""), 4 now (ISO),
 --       5 job etag, 6 dependency action of a completed task ("satisfy" | "block"),
 --       then task field/value pairs (an empty value deletes the field).
@@ -41,7 +42,19 @@ redis.call('SREM', redis.call('HGET', attempt, 'job_attempts'), attempt)
 redis.call('ZREM', KEYS[2], attempt)
 redis.call('HSET', attempt, 'state', 'done')
 redis.call('EXPIRE', attempt, 86400)
-redis.call('HDEL', task, 'attempt')
+for member in string.gmatch(redis.call('HGET', task, 'gang') or '', '[^,]+') do
+  -- The other instances of a multi-instance task end with its primary: their nodes are told to stop them.
+  if member ~= attempt and redis.call('HGET', member, 'state') ~= 'done' and redis.call('EXISTS', member) == 1 then
+    redis.call('HINCRBY', redis.call('HGET', member, 'node'), 'used', -tonumber(redis.call('HGET', member, 'slots')))
+    redis.call('SREM', redis.call('HGET', member, 'node_attempts'), member)
+    redis.call('SREM', redis.call('HGET', member, 'job_attempts'), member)
+    redis.call('ZREM', KEYS[2], member)
+    redis.call('ZREM', KEYS[7], member)
+    redis.call('HSET', member, 'state', 'done', 'ended', ARGV[4])
+    redis.call('EXPIRE', member, 86400)
+  end
+end
+redis.call('HDEL', task, 'attempt', 'gang')
 redis.call('HSET', task, 'pstate', redis.call('HGET', task, 'state'), 'pstt', redis.call('HGET', task, 'stt'))
 for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', task, ARGV[i]) else redis.call('HSET', task, ARGV[i], ARGV[i + 1]) end

@@ -5,21 +5,30 @@
 --                 "release" (queue the task again, nothing counted),
 --                 "fail" (a running task completes as failed with ARGV[5]; an offered one is released),
 --       3 now (ISO), 4 etag, 5 failureInfo JSON (for "fail").
+-- Any instance of a multi-instance task ends every instance of it, and the task's fate is decided once.
 -- Returns {"ok", previous attempt state, task outcome ("queued" | "failed" | "")} or {"noop"}.
 local attempt = KEYS[1]
 local astate = redis.call('HGET', attempt, 'state')
 if not astate or astate == 'done' then return {'noop'} end
 if ARGV[1] ~= 'any' and not string.find(',' .. ARGV[1] .. ',', ',' .. astate .. ',', 1, true) then return {'noop'} end
+
+local function release(member)
+  if redis.call('HGET', member, 'state') == 'done' or redis.call('EXISTS', member) == 0 then return end
+  redis.call('HINCRBY', redis.call('HGET', member, 'node'), 'used', -tonumber(redis.call('HGET', member, 'slots')))
+  redis.call('SREM', redis.call('HGET', member, 'node_attempts'), member)
+  redis.call('SREM', redis.call('HGET', member, 'job_attempts'), member)
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('ZREM', KEYS[3], member)
+  redis.call('HSET', member, 'state', 'done')
+  redis.call('EXPIRE', member, 86400)
+end
+
 local task, job = redis.call('HGET', attempt, 'task'), redis.call('HGET', attempt, 'job')
-redis.call('HINCRBY', redis.call('HGET', attempt, 'node'), 'used', -tonumber(redis.call('HGET', attempt, 'slots')))
-redis.call('SREM', redis.call('HGET', attempt, 'node_attempts'), attempt)
-redis.call('SREM', redis.call('HGET', attempt, 'job_attempts'), attempt)
-redis.call('ZREM', KEYS[2], attempt)
-redis.call('ZREM', KEYS[3], attempt)
-redis.call('HSET', attempt, 'state', 'done')
-redis.call('EXPIRE', attempt, 86400)
-if redis.call('HGET', task, 'attempt') ~= attempt then return {'ok', astate, ''} end
-redis.call('HDEL', task, 'attempt')
+local primary = redis.call('HGET', attempt, 'gang') or attempt
+release(attempt)
+if redis.call('HGET', task, 'attempt') ~= primary then return {'ok', astate, ''} end
+for member in string.gmatch(redis.call('HGET', task, 'gang') or '', '[^,]+') do release(member) end
+redis.call('HDEL', task, 'attempt', 'gang')
 local now, action = ARGV[3], ARGV[2]
 local tstate = redis.call('HGET', task, 'state')
 local running = tstate == 'running' or tstate == 'preparing'

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.domain.placement import Want, place
+from controller.domain.placement import Want, place, place_gang
 
 
 def test_spread_balances_across_nodes() -> None:
@@ -42,3 +42,8 @@ def test_a_whole_node_task_takes_only_an_idle_node_and_all_of_it() -> None:
     assert left == {"busy": 1, "idle": 0}
     nothing, _ = place([Want("manager", 1, whole_node=True)], {"busy": 3}, "spread", {"busy": 4})
     assert nothing == []
+
+
+def test_a_gang_gets_distinct_nodes_all_or_nothing() -> None:
+    assert place_gang(2, {"a": 1, "b": 3, "c": 0}) == ["b", "a"]
+    assert place_gang(3, {"a": 1, "b": 3, "c": 0}) is None

@@ -11,11 +11,18 @@ from nodeagent.layout import (
     NodeLayout,
     PathEscapeError,
     check_name,
+    multi_instance_variables,
     safe_join,
     start_task_environment,
     task_environment,
 )
-from nodeagent.messages import ApplicationPackageSpec, PoolConfig, StartTaskSpec, UserIdentitySpec
+from nodeagent.messages import (
+    ApplicationPackageSpec,
+    MultiInstanceSpec,
+    PoolConfig,
+    StartTaskSpec,
+    UserIdentitySpec,
+)
 from nodeagent.testing import make_attempt_spec
 
 RUN_AS = RunAs(uid=1000, gid=1000, groups=(), home="/home/u", username="batchuser")
@@ -160,3 +167,18 @@ def test_start_task_environment_has_no_job_or_task_id(tmp_path: Path) -> None:
     assert env["AZ_BATCH_TASK_USER_IDENTITY"] == "PoolNonAdmin"
     assert env["AZ_BATCH_APP_PACKAGE_tool_1"] == str(layout.applications / "tool_1")
     assert not {"AZ_BATCH_JOB_ID", "AZ_BATCH_TASK_ID"} & set(env)
+
+
+def test_a_multi_instance_task_knows_its_gang(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    instance = MultiInstanceSpec(
+        subtask_id=1, number_of_instances=3, coordination_command_line="x", hosts=["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    )
+    dirs = layout.task_dirs("job", "task")
+    variables = multi_instance_variables(instance, dirs)
+    assert variables["AZ_BATCH_HOST_LIST"] == "10.0.0.1,10.0.0.2,10.0.0.3"
+    assert variables["AZ_BATCH_NODE_LIST"] == "10.0.0.1;10.0.0.2;10.0.0.3"
+    assert variables["AZ_BATCH_MASTER_NODE"] == "10.0.0.1:6000"
+    assert variables["AZ_BATCH_IS_CURRENT_NODE_MASTER"] == "false"
+    assert variables["AZ_BATCH_TASK_SHARED_DIR"] == str(dirs.task_dir)
+    assert variables["CCP_NODES"] == "3 10.0.0.1 1 10.0.0.2 1 10.0.0.3 1"

@@ -245,3 +245,15 @@ def test_a_task_scope_attempt_runs_as_its_own_account(node_root: Path, user_pref
     assert ctx.run_as.username == deps.identities.names.task_user(spec.job_id, spec.task_id)
     for path in (ctx.dirs.stdout, ctx.dirs.wd / "out.txt"):
         assert path.stat().st_uid == ctx.run_as.uid
+
+
+def test_multi_instance_instances_coordinate_and_only_the_primary_runs_and_reports() -> None:
+    settings = {"subtask_id": 0, "number_of_instances": 3, "coordination_command_line": "/bin/true"}
+    primary = make_attempt_spec(multi_instance=settings)
+    subtask = make_attempt_spec(multi_instance={**settings, "subtask_id": 2})
+    steps, finalizers = runner.steps_for(primary)
+    assert [step.name for step in steps][-3:] == ["DownloadResourceFiles", "Coordinate", "RunCommandLine"]
+    assert [step.name for step in finalizers] == ["StopCoordination", "UploadOutputFiles", "ReportResult"]
+    steps, finalizers = runner.steps_for(subtask)
+    assert [step.name for step in steps][-2:] == ["DownloadCommonResourceFiles", "Coordinate"]
+    assert [step.name for step in finalizers] == ["StopCoordination"]
