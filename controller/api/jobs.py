@@ -50,7 +50,9 @@ async def terminate_job(request: Request) -> Response:
 async def delete_job(request: Request) -> Response:
     """DELETE /jobs/{jobId}."""
     ctx = context(request)
-    in_background(request, await jobs.delete_job(ctx, param(request, "job_id")))
+    purge = await jobs.delete_job(ctx, param(request, "job_id"))
+    if purge is not None:
+        in_background(request, purge)
     return Response(status_code=202)
 
 

@@ -33,6 +33,14 @@ MAX_RELEASE_WALL_CLOCK = timedelta(minutes=15)
 """The longest a job release task may run."""
 
 
+def check_scheduling_limits(priority: int | None, max_parallel_tasks: int | None) -> None:
+    """A job's priority is within -1000..1000 and its maxParallelTasks is -1 or positive."""
+    if priority is not None and not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise azure_error("OutOfRangePriority", "priority must be between -1000 and 1000")
+    if max_parallel_tasks is not None and max_parallel_tasks != -1 and max_parallel_tasks < 1:
+        raise ValueError("maxParallelTasks must be -1 or greater than 0")
+
+
 class JobManagerTask(BatchModel):
     """The task that runs the job: created with it, scheduled first, and (by default) ends it when it completes."""
 
@@ -152,10 +160,7 @@ class JobCreate(BatchModel):
 
     @model_validator(mode="after")
     def _limits(self) -> JobCreate:
-        if self.priority is not None and not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
-            raise azure_error("OutOfRangePriority", "priority must be between -1000 and 1000")
-        if self.max_parallel_tasks is not None and self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
-            raise ValueError("maxParallelTasks must be -1 or greater than 0")
+        check_scheduling_limits(self.priority, self.max_parallel_tasks)
         names_are_unique(self.common_environment_settings, "environment setting")
         if self.job_release_task is not None and self.job_preparation_task is None:
             raise ValueError("a job release task needs a job preparation task")
@@ -187,8 +192,5 @@ class JobUpdate(BatchModel):
 
     @model_validator(mode="after")
     def _limits(self) -> JobUpdate:
-        if self.priority is not None and not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
-            raise azure_error("OutOfRangePriority", "priority must be between -1000 and 1000")
-        if self.max_parallel_tasks is not None and self.max_parallel_tasks != -1 and self.max_parallel_tasks < 1:
-            raise ValueError("maxParallelTasks must be -1 or greater than 0")
+        check_scheduling_limits(self.priority, self.max_parallel_tasks)
         return self

@@ -267,14 +267,19 @@ async def apply_job_action(ctx: Context, job_id: str, action: str) -> None:
         log.info("job %s: task exit action %s not applied: %s", job_id, action, refused.message)
 
 
-async def delete_job(ctx: Context, job_id: str) -> asyncio.Task[None]:
-    """Begin deleting a job; its tasks are removed in the background, then the job itself."""
+async def delete_job(ctx: Context, job_id: str) -> asyncio.Task[None] | None:
+    """Begin deleting a job; its tasks are removed in the background, then the job itself.
+
+    A job whose release tasks must run first is removed by the reconciler once they ran (None then).
+    """
     record = await get_job(ctx, job_id)
     failure = json.dumps(task_ended_failure("the job was deleted").model_dump(mode="json"))
     result = await ctx.transitions.end_job(
         record["key"], record["pool"], "deleting", iso(now()), new_etag(), "", failure
     )
     _raise_for_end(result, job_id)
+    if result[1:] == ["releasing"]:
+        return None
     return asyncio.create_task(purge_job(ctx, record["key"]))
 
 
@@ -312,7 +317,8 @@ async def purge_job(ctx: Context, job_key: str) -> None:
 
 
 async def resume_purges(ctx: Context) -> None:
-    """Finish deletions a previous controller process started."""
+    """Finish deletions a previous controller process started (those waiting for releases are the reconciler's)."""
+    releasing = set(await reads.set_members(ctx.redis, ctx.keys.terminating_jobs()))
     for job_key in await reads.members(ctx.redis, ctx.keys.jobs()):
-        if await ctx.redis.hget(ctx.keys.job(job_key), "state") == "deleting":
+        if job_key not in releasing and await ctx.redis.hget(ctx.keys.job(job_key), "state") == "deleting":
             await purge_job(ctx, job_key)

@@ -6,9 +6,9 @@ as the API shows it). Its success lets the job's `preparing` tasks on that node 
 waitForSuccess its failure keeps the job's tasks off the node.
 
 A job with a release task that ran its preparation somewhere ends in `terminating` (the end_job and
-finish scripts decide). The reconciler then hands the release to every node where preparation ran,
-through their heartbeat answers, drops nodes that are gone, and completes the job once every release
-was reported.
+finish scripts decide), or stays `deleting` when it is deleted. The reconciler then hands the release
+to every node where preparation ran, through their heartbeat answers, drops nodes that are gone, and
+completes (or deletes) the job once every release was reported.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from controller.domain.clock import iso, new_etag, now
 from controller.domain.ids import key_of
 from controller.render import Record
 from controller.services import specs
-from controller.services.jobs import get_job
+from controller.services.jobs import get_job, purge_job
 from controller.services.records import Page, load
 from controller.store import reads
 from nodeagent.messages import AttemptSpec, JobTaskReport
@@ -98,13 +98,18 @@ async def drive_releases(ctx: Context) -> None:
     """Move every terminating job on: hand out its releases once, drop gone nodes, complete it when done."""
     for job_key in await reads.set_members(ctx.redis, ctx.keys.terminating_jobs()):
         job = await load(ctx.redis, ctx.keys.job(job_key))
-        if job is None or job["state"] != "terminating":
+        if job is None or job["state"] not in ("terminating", "deleting"):
             await ctx.redis.srem(ctx.keys.terminating_jobs(), job_key)
             continue
         if job.get("releases_sent") != "1":
             await _send_releases(ctx, job)
         await _drop_gone_nodes(ctx, job_key)
-        if not await ctx.redis.scard(ctx.keys.job_releasing(job_key)):
+        if await ctx.redis.scard(ctx.keys.job_releasing(job_key)):
+            continue
+        if job["state"] == "deleting":
+            await ctx.redis.srem(ctx.keys.terminating_jobs(), job_key)
+            await purge_job(ctx, job_key)
+        else:
             await _complete(ctx, job)
 
 

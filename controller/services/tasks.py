@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,31 +296,37 @@ async def terminate_task(ctx: Context, job_id: str, task_id: str) -> None:
         raise Conflict("The task has already completed", code="TaskCompleted")
     failure = json.dumps(task_ended_failure("the user terminated the task").model_dump(mode="json"))
     job_key = key_of(task["job"])
-    for _ in range(5):
-        attempt = await ctx.redis.hget(ctx.keys.task(job_key, task["key"]), "attempt")
-        if attempt:
-            await ctx.transitions.stop_attempt(str(attempt), "any", "fail", iso(now()), new_etag(), failure)
-        result = await ctx.transitions.close_task(job_key, task["key"], iso(now()), new_etag(), failure)
-        if result[0] != "busy":
-            return
-    raise Conflict("The task is being placed on a node; retry the request")
+
+    async def close() -> str:
+        return (await ctx.transitions.close_task(job_key, task["key"], iso(now()), new_etag(), failure))[0]
+
+    await _once_stopped(ctx, task, failure, close)
 
 
 async def delete_task(ctx: Context, job_id: str, task_id: str) -> Record:
     """Delete a task: a running one is stopped first. The deleted record (its files are the caller's to remove)."""
     task = await get_task(ctx, job_id, task_id)
     failure = json.dumps(task_ended_failure("the task was deleted").model_dump(mode="json"))
-    job_key = key_of(task["job"])
+
+    async def delete() -> str:
+        return await ctx.transitions.delete_task(key_of(task["job"]), task["key"])
+
+    if await _once_stopped(ctx, task, failure, delete) == "missing":
+        raise task_not_found(task_id)
+    log.info("task %s/%s deleted", task["job"], task["id"])
+    return task
+
+
+async def _once_stopped(ctx: Context, task: Record, failure: str, act: Callable[[], Awaitable[str]]) -> str:
+    """Stop the task's attempt (it fails with `failure`), then `act` on the task; its status once not "busy"."""
+    task_key = ctx.keys.task(key_of(task["job"]), task["key"])
     for _ in range(5):
-        attempt = await ctx.redis.hget(ctx.keys.task(job_key, task["key"]), "attempt")
+        attempt = await ctx.redis.hget(task_key, "attempt")
         if attempt:
             await ctx.transitions.stop_attempt(str(attempt), "any", "fail", iso(now()), new_etag(), failure)
-        result = await ctx.transitions.delete_task(job_key, task["key"])
-        if result == "missing":
-            raise task_not_found(task_id)
-        if result == "ok":
-            log.info("task %s/%s deleted", task["job"], task["id"])
-            return task
+        status = await act()
+        if status != "busy":
+            return status
     raise Conflict("The task is being placed on a node; retry the request")
 
 

@@ -6,6 +6,7 @@ import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError
 
+from batchyard.services import Layout
 from tests.support.batch import batch_client, completed, until
 from tests.support.stack import LocalStack
 
@@ -114,3 +115,21 @@ def test_release_needs_preparation_and_at_most_fifteen_minutes(shared_stack: Loc
     with pytest.raises(HttpResponseError) as too_long:
         client.create_job(options)
     assert (too_long.value.status_code, too_long.value.error.code) == (400, "InvalidPropertyValue")
+
+
+def test_deleting_an_active_job_runs_its_release_first(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    preparation = models.BatchJobPreparationTask(command_line="/bin/true")
+    release = models.BatchJobReleaseTask(
+        command_line="/bin/sh -c 'touch $AZ_BATCH_NODE_SHARED_DIR/released-$AZ_BATCH_JOB_ID'"
+    )
+    options = models.BatchJobCreateOptions(
+        id="deleted-released", pool_info=LOCAL, job_preparation_task=preparation, job_release_task=release
+    )
+    client.create_job(options)
+    client.create_task("deleted-released", models.BatchTaskCreateOptions(id="t", command_line="/bin/true"))
+    node_id = completed(client, "deleted-released", "t").node_info.node_id
+    client.begin_delete_job("deleted-released", polling_interval=0)
+    until("the job to be gone", lambda: not any(job.id == "deleted-released" for job in client.list_jobs()))
+    marker = Layout(shared_stack.data_dir).node_root(node_id) / "shared" / "released-deleted-released"
+    assert marker.exists()

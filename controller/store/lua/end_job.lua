@@ -1,10 +1,11 @@
 -- Terminate or start deleting a job: stop its live attempts and take it off the schedule.
 -- A job that ends with a release task to run (field `release`, and a preparation that ran on some node)
--- becomes "terminating" instead of "completed" and joins the terminating set (KEYS[6]); the reconciler
--- completes it once every release ran.
+-- joins the set of jobs waiting for their releases (KEYS[6]) and, when terminated, becomes
+-- "terminating" instead of "completed"; the reconciler completes it (or, when it is being deleted,
+-- deletes it) once every release ran.
 -- KEYS: 1 job, 2 job attempts, 3 leases, 4 offers, 5 pool job set, 6 terminating jobs.
 -- ARGV: 1 target ("completed" | "deleting"), 2 now (ISO), 3 etag, 4 terminate reason, 5 failureInfo JSON.
--- Returns {"ok"} | {"nojob"} | {"state", current state}.
+-- Returns {"ok"} | {"ok", "releasing"} (releases run first) | {"nojob"} | {"state", current state}.
 local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
 if not state then return {'nojob'} end
@@ -33,12 +34,12 @@ redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[5], redis.call('HGET', job, 'key'))
 local target = ARGV[1]
 local releases = redis.call('HGET', job, 'release') == '1' and redis.call('HLEN', job .. ':prepstate') > 0
-if target == 'completed' and releases then
-  target = 'terminating'
-  redis.call('SADD', KEYS[6], redis.call('HGET', job, 'key'))
-end
+  and state ~= 'completed'
+if releases then redis.call('SADD', KEYS[6], redis.call('HGET', job, 'key')) end
+if target == 'completed' and releases then target = 'terminating' end
 redis.call('HSET', job, 'pstate', state, 'pstt', redis.call('HGET', job, 'stt'), 'state', target, 'stt', now,
   'modified', now, 'etag', ARGV[3])
 if target ~= 'deleting' then redis.call('HSET', job, 'reason', ARGV[4]) end
 if target == 'completed' then redis.call('HSET', job, 'end', now) end
+if releases then return {'ok', 'releasing'} end
 return {'ok'}
