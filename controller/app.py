@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from controller.api import agent, applications, files, jobs, pools, tasks
+from controller.api import agent, applications, files, jobs, jobschedules, pools, tasks
 from controller.api.gate import BatchGate
 from controller.api.responses import error_response
 from controller.context import Context
@@ -34,11 +34,21 @@ log = logging.getLogger(__name__)
 
 JOB = "/jobs/{job_id}"
 TASK = JOB + "/tasks/{task_id}"
+SCHEDULE = "/jobschedules/{schedule_id}"
 POOL = "/pools/{pool_id}"
 NODE = POOL + "/nodes/{node_id}"
 
 ROUTES = [
     Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
+    Route("/jobschedules", jobschedules.create_schedule, methods=["POST"]),
+    Route("/jobschedules", jobschedules.list_schedules, methods=["GET"]),
+    Route(SCHEDULE, jobschedules.get_schedule, methods=["GET"]),
+    Route(SCHEDULE, jobschedules.schedule_exists, methods=["HEAD"]),
+    Route(SCHEDULE, jobschedules.delete_schedule, methods=["DELETE"]),
+    Route(SCHEDULE + "/jobs", jobschedules.list_schedule_jobs, methods=["GET"]),
+    Route(SCHEDULE + "/disable", jobschedules.disable_schedule, methods=["POST"]),
+    Route(SCHEDULE + "/enable", jobschedules.enable_schedule, methods=["POST"]),
+    Route(SCHEDULE + "/terminate", jobschedules.terminate_schedule, methods=["POST"]),
     Route("/jobs", jobs.create_job, methods=["POST"]),
     Route("/jobs", jobs.list_jobs, methods=["GET"]),
     Route(JOB, jobs.get_job, methods=["GET"]),

@@ -7,7 +7,7 @@ import time
 
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now
-from controller.services import autopools
+from controller.services import autopools, jobschedules
 from controller.services.jobs import expire_jobs
 from controller.services.jobtasks import drive_releases
 from controller.services.tasks import expire_tasks
@@ -31,6 +31,7 @@ async def reconcile(ctx: Context) -> None:
     await expire_jobs(ctx)
     await expire_tasks(ctx)
     await drive_releases(ctx)
+    await jobschedules.run_schedules(ctx)
     await autopools.retire(ctx)
 
 

@@ -29,7 +29,8 @@ def _states(record: Record) -> dict[str, Any]:
     return out
 
 
-def _common(record: Record, url: str) -> dict[str, Any]:
+def common(record: Record, url: str) -> dict[str, Any]:
+    """The properties every entity has: url, ETag, times and states."""
     return {
         "url": url,
         "eTag": record["etag"],
@@ -86,7 +87,7 @@ def job(record: Record, endpoint: str) -> dict[str, Any]:
         **defaults,
         **spec,
         "id": record["id"],
-        **_common(record, job_url(endpoint, record["id"])),
+        **common(record, job_url(endpoint, record["id"])),
         "constraints": constraints,
         "executionInfo": execution,
     }
@@ -106,7 +107,7 @@ def task(record: Record, endpoint: str, expand_stats: bool = False) -> dict[str,
         "userIdentity": {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
         **spec,
         "id": record["id"],
-        **_common(record, task_url(endpoint, record["job"], record["id"])),
+        **common(record, task_url(endpoint, record["job"], record["id"])),
         "constraints": constraints,
         "executionInfo": _execution(record),
     }
@@ -194,7 +195,7 @@ def pool(record: Record, node_count: int, endpoint: str) -> dict[str, Any]:
         **defaults,
         **spec,
         "id": record["id"],
-        **_common(record, pool_url(endpoint, record["id"])),
+        **common(record, pool_url(endpoint, record["id"])),
         "allocationState": record.get("alloc_state", "steady"),
         "allocationStateTransitionTime": record.get("alloc_stt", record["created"]),
         "currentDedicatedNodes": node_count,

@@ -52,6 +52,9 @@ class Scheduler:
             except RedisError as error:
                 log.warning("scheduler pass failed, retrying: %s", error)
                 await asyncio.sleep(self.ctx.settings.scheduler_tick_seconds)
+            except Exception:  # noqa: BLE001 - one failing repair must not stop scheduling for good
+                log.exception("scheduler pass failed, retrying")
+                await asyncio.sleep(self.ctx.settings.scheduler_tick_seconds)
 
     async def _lead_and_repair(self) -> None:
         self.last_repair = time.monotonic()

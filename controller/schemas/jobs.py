@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -118,12 +118,6 @@ class AutoPoolSpecification(BatchModel):
     keep_alive: bool | None = None
     pool: dict[str, Any]
 
-    @model_validator(mode="after")
-    def _for_jobs(self) -> AutoPoolSpecification:
-        if self.pool_lifetime_option != "job":
-            raise ValueError("poolLifetimeOption jobschedule may be applied only to job schedules, not to jobs")
-        return self
-
 
 class PoolInfo(BatchModel):
     """The pool a job runs on: an existing pool, or an auto pool specification."""
@@ -194,3 +188,33 @@ class JobUpdate(BatchModel):
     def _limits(self) -> JobUpdate:
         check_scheduling_limits(self.priority, self.max_parallel_tasks)
         return self
+
+
+class Schedule(BatchModel):
+    """When a job schedule creates its jobs."""
+
+    do_not_run_until: datetime | None = None
+    do_not_run_after: datetime | None = None
+    start_window: Duration | None = None
+    recurrence_interval: Duration | None = None
+
+    @model_validator(mode="after")
+    def _interval(self) -> Schedule:
+        interval = parse_duration(self.recurrence_interval) if self.recurrence_interval else None
+        if interval is not None and interval < timedelta(minutes=1):
+            raise ValueError("recurrenceInterval must be at least one minute")
+        return self
+
+
+class JobScheduleCreate(BatchModel):
+    """Body of POST /jobschedules."""
+
+    id: BatchId
+    display_name: DisplayName | None = None
+    schedule: Schedule
+    job_specification: dict[str, Any]
+    metadata: list[NameValue] | None = None
+
+    def job_body(self, job_id: str) -> dict[str, Any]:
+        """The add-job body of one job this schedule creates."""
+        return {**self.job_specification, "id": job_id}

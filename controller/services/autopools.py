@@ -1,9 +1,11 @@
-"""Auto pools: a pool made from a job's autoPoolSpecification, living as long as its job.
+"""Auto pools: a pool made from an autoPoolSpecification, living as long as its job or its job schedule.
 
-The pool is created right after the job, with the id `<autoPoolIdPrefix>_<guid>`, through the same
-path as an added pool, so the node provider gives it its nodes. A specification the service cannot
-turn into a pool completes the job at once with an `executionInfo.schedulingError`. The reconciler
-deletes an auto pool once its job completed or was deleted, unless `keepAlive` is set.
+With `poolLifetimeOption` `job` the pool is created right after its job; with `jobschedule` with the
+first job of its schedule, and the schedule's later jobs run on it. Its id is
+`<autoPoolIdPrefix>_<guid>`, and it is created through the same path as an added pool, so the node
+provider gives it its nodes. A specification the service cannot turn into a pool completes the job
+at once with an `executionInfo.schedulingError`. The reconciler deletes an auto pool once its owner
+completed or was deleted, unless `keepAlive` is set.
 """
 
 from __future__ import annotations
@@ -37,24 +39,32 @@ def auto_pool_id(spec: AutoPoolSpecification) -> str:
 
 async def create_for_job(ctx: Context, job: Record, spec: AutoPoolSpecification) -> None:
     """Create the job's auto pool; when that fails, complete the job with the scheduling error."""
+    failure = await create_pool(ctx, job["pool_id"], spec, {"job": job["key"]})
+    if failure is not None:
+        await fail_job(ctx, job, *failure)
+    else:
+        log.info("job %s: auto pool %s created", job["id"], job["pool_id"])
+
+
+async def create_pool(
+    ctx: Context, pool_id: str, spec: AutoPoolSpecification, owner: dict[str, str]
+) -> tuple[str, str] | None:
+    """Create an auto pool owned by a job or a job schedule (`owner`); the (code, message) when it cannot be."""
     try:
-        body = PoolCreate.model_validate({**spec.pool, "id": job["pool_id"]})
+        body = PoolCreate.model_validate({**spec.pool, "id": pool_id})
     except ValidationError as error:
-        await _fail_job(ctx, job, "InvalidAutoPoolSettings", error_from_validation(error).message)
-        return
+        return "InvalidAutoPoolSettings", error_from_validation(error).message
     missing = await _missing_packages(ctx, body)
     if missing:
         message = f"The auto pool references application packages that do not exist: {', '.join(missing)}"
-        await _fail_job(ctx, job, "InvalidApplicationPackageReferencesInAutoPool", message)
-        return
+        return "InvalidApplicationPackageReferencesInAutoPool", message
     try:
         await pools.create_pool(ctx, body)
     except BatchError as error:
-        await _fail_job(ctx, job, "InvalidAutoPoolSettings", error.message)
-        return
-    record = json.dumps({"job": job["key"], "keepAlive": bool(spec.keep_alive)})
+        return "InvalidAutoPoolSettings", error.message
+    record = json.dumps({**owner, "keepAlive": bool(spec.keep_alive)})
     await ctx.redis.hset(ctx.keys.auto_pools(), key_of(body.id), record)
-    log.info("job %s: auto pool %s created", job["id"], body.id)
+    return None
 
 
 async def _missing_packages(ctx: Context, body: PoolCreate) -> list[str]:
@@ -65,7 +75,7 @@ async def _missing_packages(ctx: Context, body: PoolCreate) -> list[str]:
     return missing
 
 
-async def _fail_job(ctx: Context, job: Record, code: str, message: str) -> None:
+async def fail_job(ctx: Context, job: Record, code: str, message: str) -> None:
     """Complete the job with a scheduling error: its auto pool could not be created."""
     stamp = iso(now())
     error = json.dumps({"category": "usererror", "code": code, "message": message})
@@ -80,8 +90,11 @@ async def retire(ctx: Context) -> None:
     """Delete the auto pools whose job completed or is gone (those kept alive are only forgotten)."""
     for pool_key, value in (await reads.record(ctx.redis, ctx.keys.auto_pools())).items():
         owner = json.loads(value)
-        job = await reads.record(ctx.redis, ctx.keys.job(owner["job"]))
-        if job and job.get("state") not in ("completed", "deleting"):
+        if "schedule" in owner:
+            holder = await reads.record(ctx.redis, ctx.keys.job_schedule(owner["schedule"]))
+        else:
+            holder = await reads.record(ctx.redis, ctx.keys.job(owner["job"]))
+        if holder and holder.get("state") not in ("completed", "deleting"):
             continue
         pool = await reads.record(ctx.redis, ctx.keys.pool(pool_key))
         if pool and not owner.get("keepAlive"):

@@ -50,10 +50,13 @@ def _job_task_fields(body: JobCreate) -> dict[str, str]:
     return fields
 
 
-async def create_job(ctx: Context, body: JobCreate) -> Record:
-    """Create a job; 409 JobExists when an id equal ignoring case exists."""
+async def create_job(ctx: Context, body: JobCreate, marks: dict[str, str] | None = None) -> Record:
+    """Create a job (with the store fields `marks`); 409 JobExists when an id equal ignoring case exists."""
     job_key = key_of(body.id)
     auto = body.pool_info.auto_pool_specification
+    if auto is not None and auto.pool_lifetime_option != "job":
+        reason = "poolLifetimeOption jobschedule may be applied only to job schedules, not to jobs"
+        raise invalid_property("poolInfo.autoPoolSpecification.poolLifetimeOption", reason)
     pool_id = auto_pool_id(auto) if auto is not None else str(body.pool_info.pool_id)
     stamp, seq = iso(now()), await ctx.redis.incr(ctx.keys.seq())
     fields = {
@@ -65,6 +68,7 @@ async def create_job(ctx: Context, body: JobCreate) -> Record:
         "max_retries": str((body.constraints.max_task_retry_count if body.constraints else None) or 0),
         "max_parallel": str(body.max_parallel_tasks or -1),
         **_job_task_fields(body),
+        **(marks or {}),
         "n_active": "0",
         "n_running": "0",
         "n_completed": "0",

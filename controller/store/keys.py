@@ -85,6 +85,18 @@ class Keys:
         """What a task key is appended to for its hash key."""
         return f"{self.prefix}:task:{job_key}:"
 
+    def job_schedules(self) -> str:
+        """Lexical index of job schedule keys."""
+        return f"{self.prefix}:jobschedules"
+
+    def job_schedule(self, schedule_key: str) -> str:
+        """Hash of one job schedule."""
+        return f"{self.prefix}:jobschedule:{schedule_key}"
+
+    def schedule_jobs(self, schedule_key: str) -> str:
+        """Lexical index of the keys of the jobs a schedule created."""
+        return f"{self.prefix}:jobschedule:{schedule_key}:jobs"
+
     def task(self, job_key: str, task_key: str) -> str:
         """Hash of one task."""
         return f"{self.prefix}:task:{job_key}:{task_key}"
@@ -154,8 +166,8 @@ class Keys:
         return f"{self.prefix}:scheduler:leader"
 
     def job_key_of_task(self, task_hash_key: str) -> str:
-        """The job key inside a task hash key (ids hold no `:`)."""
-        return task_hash_key.rsplit(":", 2)[-2]
+        """The job key inside a task hash key: a job key may hold colons (`<schedule>:job-<n>`), a task key not."""
+        return task_hash_key.removeprefix(f"{self.prefix}:task:").rsplit(":", 1)[0]
 
     def attempt_id_of(self, attempt_key: str) -> str:
         """The attempt id inside an attempt hash key."""

@@ -23,34 +23,35 @@ def service(connection_string: str) -> BlobServiceClient:
 
 def writable_container(connection_string: str) -> tuple[str, str]:
     """Create a fresh container; returns (name, container URL with a write SAS)."""
-    blobs = service(connection_string)
     name = f"out-{uuid.uuid4().hex[:12]}"
-    blobs.create_container(name)
-    sas = generate_container_sas(
-        account_name=blobs.account_name or "",
-        container_name=name,
-        account_key=blobs.credential.account_key,
-        permission=ContainerSasPermissions(read=True, write=True, create=True, add=True, list=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return name, f"{blobs.url.rstrip('/')}/{name}?{sas}"
+    with service(connection_string) as blobs:
+        blobs.create_container(name)
+        sas = generate_container_sas(
+            account_name=blobs.account_name or "",
+            container_name=name,
+            account_key=blobs.credential.account_key,
+            permission=ContainerSasPermissions(read=True, write=True, create=True, add=True, list=True),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        )
+        return name, f"{blobs.url.rstrip('/')}/{name}?{sas}"
 
 
 def read_blob(connection_string: str, container: str, name: str) -> bytes:
     """The content of one blob."""
-    return service(connection_string).get_blob_client(container, name).download_blob().readall()
+    with service(connection_string) as blobs:
+        return blobs.get_blob_client(container, name).download_blob().readall()
 
 
 def readable_blob_url(connection_string: str, container: str, name: str, data: bytes) -> str:
     """Upload `data` as a blob; returns its URL with a read SAS."""
-    blobs = service(connection_string)
-    blobs.get_container_client(container).upload_blob(name, data, overwrite=True)
-    sas = generate_blob_sas(
-        account_name=blobs.account_name or "",
-        container_name=container,
-        blob_name=name,
-        account_key=blobs.credential.account_key,
-        permission=BlobSasPermissions(read=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
-    return f"{blobs.url.rstrip('/')}/{container}/{name}?{sas}"
+    with service(connection_string) as blobs:
+        blobs.get_container_client(container).upload_blob(name, data, overwrite=True)
+        sas = generate_blob_sas(
+            account_name=blobs.account_name or "",
+            container_name=container,
+            blob_name=name,
+            account_key=blobs.credential.account_key,
+            permission=BlobSasPermissions(read=True),
+            expiry=datetime.now(UTC) + timedelta(hours=1),
+        )
+        return f"{blobs.url.rstrip('/')}/{container}/{name}?{sas}"

@@ -16,10 +16,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def finished(shared_stack: LocalStack) -> tuple[BatchClient, str, str]:
     """A completed task that read two auto-storage blobs under a prefix and wrote files into wd/out/."""
-    blobs = service(shared_stack.connection_string)
-    blobs.create_container("autoinputs")
-    for name in ("data/a.txt", "data/sub/b.txt", "other/c.txt"):
-        blobs.get_container_client("autoinputs").upload_blob(name, name.encode(), overwrite=True)
+    with service(shared_stack.connection_string) as blobs:
+        blobs.create_container("autoinputs")
+        for name in ("data/a.txt", "data/sub/b.txt", "other/c.txt"):
+            blobs.get_container_client("autoinputs").upload_blob(name, name.encode(), overwrite=True)
     client = batch_client(shared_stack)
     client.create_job(models.BatchJobCreateOptions(id="listing", pool_info=models.BatchPoolInfo(pool_id="local")))
     resource = models.ResourceFile(auto_storage_container_name="autoinputs", blob_prefix="data/", file_path="in")

@@ -68,9 +68,9 @@ def blob_service(azurite: AzuriteServer) -> BlobServiceClient:
 
 def container_with_sas(azurite: AzuriteServer, expiry: datetime) -> tuple[str, str]:
     """A fresh container; (name, container URL with a read/write/list SAS expiring at `expiry`)."""
-    blobs = blob_service(azurite)
     name = f"faults-{uuid.uuid4().hex[:10]}"
-    blobs.create_container(name)
+    with blob_service(azurite) as blobs:
+        blobs.create_container(name)
     sas = generate_container_sas(
         account_name=azurite.account_name,
         container_name=name,
@@ -167,7 +167,8 @@ def test_silent_resource_url_times_out_within_a_bounded_time(tmp_path: Path, sil
 def test_expired_sas_on_a_blob_url_is_access_denied_and_redacted(tmp_path: Path, azurite: AzuriteServer) -> None:
     # Given a blob and a read SAS for it that expired an hour ago
     name, _ = container_with_sas(azurite, datetime.now(UTC) + timedelta(hours=1))
-    blob_service(azurite).get_container_client(name).upload_blob("in.txt", b"data")
+    with blob_service(azurite) as blobs:
+        blobs.get_container_client(name).upload_blob("in.txt", b"data")
     sas = generate_blob_sas(
         account_name=azurite.account_name,
         container_name=name,
@@ -265,7 +266,8 @@ def test_storage_back_within_the_retry_window_succeeds(tmp_path: Path, azurite: 
         ensure_running(azurite)
     # Then the try after the restart succeeds and the blob is there
     assert len(waits) == 2
-    blob = blob_service(azurite).get_blob_client(name, "result.txt").download_blob().readall()
+    with blob_service(azurite) as blobs:
+        blob = blobs.get_blob_client(name, "result.txt").download_blob().readall()
     assert blob == b"made it"
 
 
@@ -364,7 +366,8 @@ def test_disk_full_for_the_upload_log_is_disk_full(full_disk_root: Path) -> None
 def test_disk_full_during_a_download_is_a_preprocessing_disk_full(full_disk_root: Path, azurite: AzuriteServer) -> None:
     # Given a 2 MB resource blob and a node root of 1 MiB
     name, url = container_with_sas(azurite, datetime.now(UTC) + timedelta(hours=1))
-    blob_service(azurite).get_container_client(name).upload_blob("big.bin", b"x" * 2_000_000)
+    with blob_service(azurite) as blobs:
+        blobs.get_container_client(name).upload_blob("big.bin", b"x" * 2_000_000)
     spec = make_attempt_spec(resource_files=[ResourceFileSpec(storage_container_url=url)])
     # When the attempt downloads it
     report = run_attempt(full_disk_root, spec, fast_store())

@@ -1,0 +1,226 @@
+"""Job schedules: a job specification that the service turns into jobs, one at a time, on a schedule.
+
+The reconciler creates the next job (`<scheduleId>:job-<n>`) once the previous one completed and the
+schedule's next run time (from `doNotRunUntil`, then every `recurrenceInterval`) has come; a schedule
+without a recurrence, or past `doNotRunAfter`, completes after its last job. An auto pool with
+`poolLifetimeOption` `jobschedule` is created with the first job and shared by the later ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller import render
+from controller.api.odata import ListOptions
+from controller.api.validation import error_from_validation
+from controller.context import Context
+from controller.domain.clock import iso, new_etag, now, parse_duration, parse_iso
+from controller.domain.ids import key_of
+from controller.errors import Conflict, NotFound
+from controller.render import Record
+from controller.schemas.jobs import AutoPoolSpecification, JobCreate, JobScheduleCreate, PoolInfo
+from controller.services import autopools, jobs, tasks
+from controller.services.records import Page, load_or_404, new_record, page
+from controller.store import reads
+
+log = logging.getLogger(__name__)
+
+SPEC_CHECK_ID = "schedule-job"
+"""A valid job id the job specification is checked with (a schedule's job ids hold a colon)."""
+
+
+def schedule_url(endpoint: str, schedule_id: str) -> str:
+    """Absolute URL of a job schedule."""
+    return f"{endpoint}/jobschedules/{schedule_id}"
+
+
+def _job_body(spec: dict[str, Any], job_id: str) -> JobCreate:
+    """The job a schedule creates, from its job specification."""
+    body = JobCreate.model_validate({**spec["jobSpecification"], "id": SPEC_CHECK_ID})
+    return body.model_copy(update={"id": job_id})
+
+
+async def create_schedule(ctx: Context, body: JobScheduleCreate) -> Record:
+    """Create a job schedule; 400 when its job specification is not a valid job, 409 JobScheduleExists."""
+    try:
+        JobCreate.model_validate(body.job_body(SPEC_CHECK_ID))
+    except ValidationError as error:
+        raise error_from_validation(error) from error
+    key, stamp = key_of(body.id), iso(now())
+    first = body.schedule.do_not_run_until.timestamp() if body.schedule.do_not_run_until else time.time()
+    fields = {**new_record(body, body.id, stamp), "next_run": str(int(first * 1000)), "count": "0"}
+    existing = await ctx.transitions.create(ctx.keys.job_schedule(key), ctx.keys.job_schedules(), key, fields)
+    if existing is not None:
+        raise Conflict(f"The specified job schedule already exists: {existing}", code="JobScheduleExists")
+    await ctx.wake_scheduler()
+    return fields
+
+
+async def get_schedule(ctx: Context, schedule_id: str) -> Record:
+    """A job schedule's record; 404 JobScheduleNotFound."""
+    message = f"The specified job schedule does not exist: {schedule_id}"
+    return await load_or_404(ctx.redis, ctx.keys.job_schedule(key_of(schedule_id)), "JobScheduleNotFound", message)
+
+
+def render_schedule(record: Record, endpoint: str) -> dict[str, Any]:
+    """A job schedule as BatchJobSchedule JSON."""
+    spec = json.loads(record["spec"])
+    execution: dict[str, Any] = {}
+    if record.get("next_run") and record["state"] == "active":
+        execution["nextRunTime"] = iso(datetime.fromtimestamp(int(record["next_run"]) / 1000, UTC))
+    if record.get("recent_job"):
+        execution["recentJob"] = {"id": record["recent_job"], "url": render.job_url(endpoint, record["recent_job"])}
+    if record.get("end"):
+        execution["endTime"] = record["end"]
+    return {
+        **spec,
+        "id": record["id"],
+        **render.common(record, schedule_url(endpoint, record["id"])),
+        "executionInfo": execution,
+    }
+
+
+async def list_schedules(ctx: Context, options: ListOptions) -> Page:
+    """A page of job schedules in id order."""
+    return await page(
+        ctx.redis, ctx.keys.job_schedules(), ctx.keys.job_schedule, lambda r: render_schedule(r, ctx.endpoint), options
+    )
+
+
+async def list_schedule_jobs(ctx: Context, schedule_id: str, options: ListOptions) -> Page:
+    """A page of the jobs a schedule created."""
+    record = await get_schedule(ctx, schedule_id)
+    return await page(
+        ctx.redis, ctx.keys.schedule_jobs(record["key"]), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options
+    )
+
+
+async def _set_state(ctx: Context, record: Record, expected: str, state: str, **extra: str) -> None:
+    stamp = iso(now())
+    fields = {"state": state, "pstate": record["state"], "pstt": record["stt"], "stt": stamp, "modified": stamp}
+    fields.update({**extra, "etag": new_etag()})
+    result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "state", expected, fields)
+    if result[0] == "missing":
+        raise NotFound(f"The specified job schedule does not exist: {record['id']}", code="JobScheduleNotFound")
+    if result[0] == "state":
+        codes = {"completed": "JobScheduleCompleted", "terminating": "JobScheduleBeingTerminated"}
+        codes.update({"deleting": "JobScheduleBeingDeleted", "disabled": "JobScheduleDisabled"})
+        code = codes.get(result[1], "OperationInvalidForCurrentState")
+        raise Conflict(f"The operation is not allowed on a job schedule in state {result[1]}", code=code)
+
+
+async def disable_schedule(ctx: Context, schedule_id: str) -> None:
+    """Stop creating jobs (the current job runs on)."""
+    await _set_state(ctx, await get_schedule(ctx, schedule_id), "active", "disabled")
+
+
+async def enable_schedule(ctx: Context, schedule_id: str) -> None:
+    """Create jobs again."""
+    await _set_state(ctx, await get_schedule(ctx, schedule_id), "disabled", "active")
+    await ctx.wake_scheduler()
+
+
+async def terminate_schedule(ctx: Context, schedule_id: str) -> Record:
+    """Complete the schedule; its current job is terminated with reason TerminateJobSchedule."""
+    record = await get_schedule(ctx, schedule_id)
+    await _set_state(ctx, record, "active,disabled", "terminating")
+    await _end_active_job(ctx, record)
+    await _set_state(ctx, await get_schedule(ctx, schedule_id), "terminating", "completed", end=iso(now()))
+    return await get_schedule(ctx, schedule_id)
+
+
+async def _end_active_job(ctx: Context, record: Record) -> None:
+    if record.get("active_job"):
+        try:
+            await jobs.terminate_job(ctx, record["active_job"], "TerminateJobSchedule")
+        except (Conflict, NotFound) as ended:
+            log.info("job schedule %s: job %s already ended: %s", record["id"], record["active_job"], ended.message)
+
+
+async def delete_schedule(ctx: Context, schedule_id: str) -> None:
+    """Delete the schedule with the jobs it created."""
+    record = await get_schedule(ctx, schedule_id)
+    await _set_state(ctx, record, "active,disabled,completed,terminating", "deleting")
+    for job_key in await reads.members(ctx.redis, ctx.keys.schedule_jobs(record["key"])):
+        try:
+            purge = await jobs.delete_job(ctx, job_key)
+            if purge is not None:
+                await purge
+        except (Conflict, NotFound) as gone:
+            log.info("job schedule %s: job %s not deleted: %s", record["id"], job_key, gone.message)
+    await ctx.redis.unlink(ctx.keys.job_schedule(record["key"]), ctx.keys.schedule_jobs(record["key"]))
+    await ctx.redis.zrem(ctx.keys.job_schedules(), record["key"])
+    log.info("job schedule %s deleted", record["id"])
+
+
+async def run_schedules(ctx: Context) -> None:
+    """Create each active schedule's next job when it is due and the previous one completed."""
+    for key in await reads.members(ctx.redis, ctx.keys.job_schedules()):
+        record = await reads.record(ctx.redis, ctx.keys.job_schedule(key))
+        if record and record["state"] == "active" and not await _job_running(ctx, record):
+            await _next_run(ctx, record)
+
+
+async def _job_running(ctx: Context, record: Record) -> bool:
+    """True while the schedule's current job has not completed."""
+    if not record.get("active_job"):
+        return False
+    state = await ctx.redis.hget(ctx.keys.job(key_of(record["active_job"])), "state")
+    return state is not None and state not in ("completed", "deleting")
+
+
+async def _next_run(ctx: Context, record: Record) -> None:
+    spec = json.loads(record["spec"])
+    schedule = spec.get("schedule") or {}
+    after = parse_iso(schedule["doNotRunAfter"]).timestamp() if schedule.get("doNotRunAfter") else None
+    if not record.get("next_run") or (after is not None and time.time() > after):
+        await _set_state(ctx, record, "active", "completed", end=iso(now()), active_job="")
+        log.info("job schedule %s completed", record["id"])
+        return
+    due = int(record["next_run"])
+    if time.time() * 1000 < due:
+        return
+    count = int(record.get("count", "0")) + 1
+    interval = parse_duration(schedule.get("recurrenceInterval") or "")
+    following = str(due + int(interval.total_seconds() * 1000)) if interval else ""
+    job_id = f"{record['id']}:job-{count}"
+    await ctx.redis.hset(
+        ctx.keys.job_schedule(record["key"]),
+        mapping={"count": str(count), "active_job": job_id, "recent_job": job_id, "next_run": following},
+    )
+    await _create_job(ctx, record, _job_body(spec, job_id))
+
+
+async def _create_job(ctx: Context, record: Record, body: JobCreate) -> None:
+    """Create one job of the schedule (on the schedule's auto pool when its lifetime is the schedule's)."""
+    auto = body.pool_info.auto_pool_specification
+    failure = None
+    if auto is not None and auto.pool_lifetime_option == "jobschedule":
+        pool_id, failure = await _schedule_pool(ctx, record, auto)
+        body = body.model_copy(update={"pool_info": PoolInfo(pool_id=pool_id)})
+    job = await jobs.create_job(ctx, body, marks={"schedule": record["key"]})
+    await ctx.redis.zadd(ctx.keys.schedule_jobs(record["key"]), {job["key"]: 0})
+    if failure is not None:
+        await autopools.fail_job(ctx, job, *failure)
+    elif body.job_manager_task is not None:
+        await tasks.add_job_manager(ctx, job["id"], body.job_manager_task)
+    log.info("job schedule %s created job %s", record["id"], job["id"])
+
+
+async def _schedule_pool(
+    ctx: Context, record: Record, auto: AutoPoolSpecification
+) -> tuple[str, tuple[str, str] | None]:
+    """The schedule's auto pool, created with its first job; (pool id, the creation failure if any)."""
+    if record.get("pool"):
+        return record["pool"], None
+    pool_id = autopools.auto_pool_id(auto)
+    failure = await autopools.create_pool(ctx, pool_id, auto, {"schedule": record["key"]})
+    if failure is None:
+        await ctx.redis.hset(ctx.keys.job_schedule(record["key"]), "pool", pool_id)
+    return pool_id, failure
