@@ -252,17 +252,16 @@ class AgentRuntime:
         dispatch = self._accept(payload)
         if dispatch is None:
             return None
-        spec = self.client.claim(dispatch.attempt_id, self.settings.node_id)
-        if spec is None:
-            return None
-        handle = self.running.add(spec.attempt_id)
+        # Listed as running from before the claim, so no heartbeat can tell the controller it is not here.
+        handle = self.running.add(dispatch.attempt_id)
         if handle is None:
-            log.info("attempt %s: already running here, duplicate dropped", spec.attempt_id)
+            log.info("attempt %s: already running here, duplicate dropped", dispatch.attempt_id)
             return None
         try:
-            return self._run_in_task_dir(spec, handle.cancel)
+            spec = self.client.claim(dispatch.attempt_id, self.settings.node_id)
+            return None if spec is None else self._run_in_task_dir(spec, handle.cancel)
         finally:
-            self.running.remove(spec.attempt_id)
+            self.running.remove(dispatch.attempt_id)
 
     def _run_in_task_dir(self, spec: AttemptSpec, cancel: threading.Event) -> TaskReport | None:
         """Run the attempt with its task directory held back from retention, then record it for retention."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent import identity
-from nodeagent.layout import NodeLayout
+from nodeagent.layout import NodeLayout, check_name
 from nodeagent.messages import AttemptSpec, FailureInfo, JobPreparationSpec, JobTaskKind, JobTaskReport
 from nodeagent.state import StepState, write_atomic
 from nodeagent.steps import DownloadResourceFiles, InstallPackages, PrepareDirs, RunCommandLine
@@ -46,11 +46,18 @@ class Outcome:
 
     exit_code: int | None
     failure: FailureInfo | None
+    stopped: bool = False
+    """The run was stopped before it ended (its attempt was cancelled)."""
 
     @property
     def succeeded(self) -> bool:
         """True when the command ran and exited 0."""
-        return self.failure is None
+        return self.failure is None and not self.stopped
+
+
+def instance(task: AttemptSpec) -> str:
+    """The job instance a preparation or release task belongs to (its attempt id without the kind)."""
+    return task.attempt_id.split("-", 1)[-1].lower()
 
 
 class JobTasks:
@@ -71,70 +78,91 @@ class JobTasks:
         self._retry_delay = retry_delay
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
-        self._releasing: set[str] = set()
+        self._background: set[str] = set()
 
     def prepare(self, preparation: JobPreparationSpec, cancel: threading.Event) -> bool:
         """Make sure the job's preparation ran here; True when the attempt may run."""
         task = preparation.task
         if not preparation.wait_for_success:
-            if self._needs_run(preparation) and self._begin_background(task.job_id, "preparation"):
+            if self._needs_run(preparation) and self._begin_background(instance(task), "preparation"):
                 threading.Thread(
                     target=self._prepare_now, args=(preparation, cancel), name=f"jobprep-{task.job_id}", daemon=True
                 ).start()
             return True
-        with self._lock(task.job_id):
+        with self._lock(instance(task)):
             if self._needs_run(preparation):
                 self._prepare_now(preparation, cancel)
-            return self._record(task.job_id).get("preparation") == "success"
+            return self._record(instance(task)).get("preparation") == "success"
 
     def release(self, task: AttemptSpec) -> None:
-        """Run the job's release task in the background, once."""
-        if self._record(task.job_id).get("release") or not self._begin_background(task.job_id, "release"):
-            return
-        threading.Thread(target=self._release_now, args=(task,), name=f"jobrelease-{task.job_id}", daemon=True).start()
+        """Run the job's release task in the background, once; when it already ran, send its report again."""
+        if self._begin_background(instance(task), "release"):
+            threading.Thread(
+                target=self._release_once, args=(task,), name=f"jobrelease-{task.job_id}", daemon=True
+            ).start()
 
-    def _begin_background(self, job_id: str, kind: JobTaskKind) -> bool:
-        """Claim the one background run of this kind for the job; False when one is under way."""
+    def _release_once(self, task: AttemptSpec) -> None:
+        key = instance(task)
+        try:
+            sent = self._record(key).get("release_report")
+            if sent:
+                self._report(JobTaskReport.model_validate_json(sent))
+                return
+            started = datetime.now(UTC)
+            self._report(JobTaskReport.running(task, "release", started, self._task_root(task)))
+            report = self._completed(task, "release", started, self._run(task, threading.Event()))
+            self._update(key, release_report=report.model_dump_json())
+            self._report(report)
+        finally:
+            self._end_background(key, "release")
+
+    def _begin_background(self, key: str, kind: JobTaskKind) -> bool:
+        """Claim the one background run of this kind for the job instance; False when one is under way."""
         with self._guard:
-            if f"{kind}:{job_id}" in self._releasing:
+            if f"{kind}:{key}" in self._background:
                 return False
-            self._releasing.add(f"{kind}:{job_id}")
+            self._background.add(f"{kind}:{key}")
             return True
 
+    def _end_background(self, key: str, kind: JobTaskKind) -> None:
+        with self._guard:
+            self._background.discard(f"{kind}:{key}")
+
     def _needs_run(self, preparation: JobPreparationSpec) -> bool:
-        record = self._record(preparation.task.job_id)
+        record = self._record(instance(preparation.task))
         result = record.get("preparation")
-        if result is None or result == "running":
+        if not result or result == "running":
             return True
         rebooted = record.get("boot") != self._boot_id
         return result == "success" and rebooted and preparation.rerun_on_node_reboot_after_success
 
     def _prepare_now(self, preparation: JobPreparationSpec, cancel: threading.Event) -> None:
         """Run the preparation until it succeeds or its retries are used up; record and report it."""
-        task = preparation.task
-        started, retries, last_retry = datetime.now(UTC), 0, None
-        self._update(task.job_id, preparation="running")
-        self._report(JobTaskReport.running(task, "preparation", started, self._task_root(task)))
-        while True:
-            outcome = self._run(task, cancel)
-            limit = preparation.max_task_retry_count
-            if outcome.succeeded or cancel.is_set() or (limit >= 0 and retries >= limit):
-                break
-            log.info("job %s: preparation failed (%s), retry %s", task.job_id, outcome.exit_code, retries + 1)
-            if cancel.wait(self._retry_delay):
-                break
-            retries, last_retry = retries + 1, datetime.now(UTC)
+        task, key = preparation.task, instance(preparation.task)
+        try:
+            started, retries, last_retry = datetime.now(UTC), 0, None
+            self._update(key, preparation="running")
+            self._report(JobTaskReport.running(task, "preparation", started, self._task_root(task)))
+            while True:
+                outcome = self._run(task, cancel)
+                limit = preparation.max_task_retry_count
+                if outcome.succeeded or outcome.stopped or (limit >= 0 and retries >= limit):
+                    break
+                log.info("job %s: preparation failed (%s), retry %s", task.job_id, outcome.exit_code, retries + 1)
+                if cancel.wait(self._retry_delay):
+                    outcome = Outcome(outcome.exit_code, outcome.failure, stopped=True)
+                    break
+                retries, last_retry = retries + 1, datetime.now(UTC)
+        finally:
+            self._end_background(key, "preparation")
+        if outcome.stopped:
+            log.info("job %s: preparation stopped half-way; it runs again with the next task", task.job_id)
+            self._update(key, preparation="")
+            return
         result = "success" if outcome.succeeded else "failure"
-        self._update(task.job_id, preparation=result, boot=self._boot_id)
+        self._update(key, preparation=result, boot=self._boot_id)
         report = self._completed(task, "preparation", started, outcome)
         self._report(report.model_copy(update={"retry_count": retries, "last_retry_time": last_retry}))
-
-    def _release_now(self, task: AttemptSpec) -> None:
-        started = datetime.now(UTC)
-        self._report(JobTaskReport.running(task, "release", started, self._task_root(task)))
-        outcome = self._run(task, threading.Event())
-        self._update(task.job_id, release="success" if outcome.succeeded else "failure")
-        self._report(self._completed(task, "release", started, outcome))
 
     def _run(self, task: AttemptSpec, cancel: threading.Event) -> Outcome:
         """One run of a job task through the attempt steps (no uploads, no task report)."""
@@ -155,7 +183,7 @@ class JobTasks:
         finally:
             ctx.state.remove()
         failure = ctx.failure.failure_info() if ctx.failure is not None else None
-        return Outcome(exit_code=ctx.exit_code, failure=failure)
+        return Outcome(exit_code=ctx.exit_code, failure=failure, stopped=ctx.abandoned or cancel.is_set())
 
     def _completed(self, task: AttemptSpec, kind: JobTaskKind, started: datetime, outcome: Outcome) -> JobTaskReport:
         return JobTaskReport(
@@ -181,21 +209,21 @@ class JobTasks:
         except Exception as error:  # noqa: BLE001 - a lost status report must not stop the job task
             log.warning("job %s: %s report not delivered: %s", report.job_id, report.kind, error)
 
-    def _lock(self, job_id: str) -> threading.Lock:
+    def _lock(self, key: str) -> threading.Lock:
         with self._guard:
-            return self._locks.setdefault(job_id, threading.Lock())
+            return self._locks.setdefault(key, threading.Lock())
 
-    def _path(self, job_id: str) -> Path:
-        return self._layout.volatile / "jobtasks" / f"{job_id.lower()}.json"
+    def _path(self, key: str) -> Path:
+        return self._layout.volatile / "jobtasks" / f"{check_name(key)}.json"
 
-    def _record(self, job_id: str) -> dict[str, Any]:
+    def _record(self, key: str) -> dict[str, Any]:
         try:
-            loaded = json.loads(self._path(job_id).read_text())
+            loaded = json.loads(self._path(key).read_text())
         except (OSError, ValueError):
             return {}
         return loaded if isinstance(loaded, dict) else {}
 
-    def _update(self, job_id: str, **fields: str) -> None:
+    def _update(self, key: str, **fields: str) -> None:
         with self._guard:
-            record = {**self._record(job_id), **fields}
-            write_atomic(self._path(job_id), json.dumps(record, sort_keys=True).encode(), durable=False)
+            record = {**self._record(key), **fields}
+            write_atomic(self._path(key), json.dumps(record, sort_keys=True).encode(), durable=False)

@@ -22,7 +22,12 @@ from nodeagent.steps import (
     UploadOutputFiles,
 )
 from nodeagent.steps.base import RunDeps, Step, TaskContext
-from nodeagent.steps.coordinate import Coordinate, DownloadCommonResourceFiles, StopCoordination
+from nodeagent.steps.coordinate import (
+    Coordinate,
+    DownloadCommonResourceFiles,
+    ReportUncoordinated,
+    StopCoordination,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ def multi_instance_steps(spec: AttemptSpec) -> tuple[list[Step], list[Step]]:
     """
     common: list[Step] = [PrepareDirs(), RunJobPreparation(), InstallPackages(), DownloadCommonResourceFiles()]
     if spec.multi_instance is not None and not spec.multi_instance.is_primary:
-        return [*common, Coordinate()], [StopCoordination()]
+        return [*common, Coordinate()], [StopCoordination(), ReportUncoordinated()]
     steps = [*common, DownloadResourceFiles(), Coordinate(), RunCommandLine()]
     return steps, [StopCoordination(), *default_finalizers()]
 

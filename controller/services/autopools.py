@@ -96,6 +96,8 @@ async def retire(ctx: Context) -> None:
             holder = await reads.record(ctx.redis, ctx.keys.job(owner["job"]))
         if holder and holder.get("state") not in ("completed", "deleting"):
             continue
+        if "job" in owner and await ctx.redis.sismember(ctx.keys.terminating_jobs(), owner["job"]):
+            continue  # its release tasks still run on the pool's nodes
         pool = await reads.record(ctx.redis, ctx.keys.pool(pool_key))
         if pool and not owner.get("keepAlive"):
             try:

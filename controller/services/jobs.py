@@ -174,6 +174,8 @@ async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
     spec = json.loads(record["spec"])
     changes = patch.wire()
     _check_update(record, spec, patch)
+    if patch.pool_info is not None and await ctx.redis.scard(ctx.keys.job_attempts(record["key"])):
+        raise Conflict("The pool of a job can be changed only when none of its tasks runs", code="JobNotDisabled")
     fields = {**_update_fields(record, patch), "spec": json.dumps({**spec, **changes})}
     stamp = iso(now())
     fields.update({"modified": stamp, "etag": new_etag()})
@@ -217,12 +219,22 @@ async def _after_update(ctx: Context, record: Record, fields: dict[str, str], pa
     if limit:
         deadline = parse_iso(record["created"]) + (parse_duration(limit) or timedelta())
         await ctx.redis.zadd(ctx.keys.job_deadlines(), {record["key"]: deadline.timestamp() * 1000})
-    if fields.get("on_all_complete") == "terminatejob":
-        counts = await ctx.redis.hmget(ctx.keys.job(record["key"]), "n_active", "n_running", "state")
-        if counts[0] == "0" and counts[1] == "0" and counts[2] == "active":
-            with contextlib.suppress(Conflict):
-                await terminate_job(ctx, record["id"], "AllTasksComplete")
+    await complete_if_all_done(ctx, record["id"])
     await ctx.wake_scheduler()
+
+
+async def complete_if_all_done(ctx: Context, job_id: str) -> None:
+    """End an active job whose onAllTasksComplete is terminatejob once none of its tasks is active or running.
+
+    The finish script checks this when a task completes; this covers the other ways a job gets there
+    (the option set by a patch, a task terminated or deleted, a job enabled again).
+    """
+    record = await reads.record(ctx.redis, ctx.keys.job(key_of(job_id)))
+    if record.get("on_all_complete") != "terminatejob" or record.get("state") != "active":
+        return
+    if record.get("n_active") == "0" and record.get("n_running") == "0":
+        with contextlib.suppress(Conflict):
+            await terminate_job(ctx, record["id"], "AllTasksComplete")
 
 
 async def disable_job(ctx: Context, job_id: str, option: str) -> Record:
@@ -244,6 +256,7 @@ async def enable_job(ctx: Context, job_id: str) -> Record:
         raise Conflict(f"The job is {record['state']}, not disabled", code="OperationInvalidForCurrentState")
     await _set_state(ctx, record, "disabled,disabling", "active")
     await ctx.redis.zadd(ctx.keys.pool_jobs(record["pool"]), {record["key"]: float(record["order"])}, nx=True)
+    await complete_if_all_done(ctx, record["id"])
     await ctx.wake_scheduler()
     log.info("job %s enabled", record["id"])
     return await get_job(ctx, job_id)

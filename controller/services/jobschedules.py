@@ -22,7 +22,7 @@ from controller.api.validation import error_from_validation
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now, parse_duration, parse_iso
 from controller.domain.ids import key_of
-from controller.errors import Conflict, NotFound
+from controller.errors import BatchError, Conflict, NotFound
 from controller.render import Record
 from controller.schemas.jobs import AutoPoolSpecification, JobCreate, JobScheduleCreate, PoolInfo
 from controller.services import autopools, jobs, tasks
@@ -209,7 +209,10 @@ async def _create_job(ctx: Context, record: Record, body: JobCreate) -> None:
     if failure is not None:
         await autopools.fail_job(ctx, job, *failure)
     elif body.job_manager_task is not None:
-        await tasks.add_job_manager(ctx, job["id"], body.job_manager_task)
+        try:
+            await tasks.add_job_manager(ctx, job["id"], body.job_manager_task)
+        except BatchError as refused:
+            log.warning("job schedule %s: job %s not created: %s", record["id"], job["id"], refused.message)
     log.info("job schedule %s created job %s", record["id"], job["id"])
 
 

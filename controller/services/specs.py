@@ -188,6 +188,12 @@ async def multi_instance(ctx: Context, task: Record, attempt: Record) -> MultiIn
     )
 
 
+def job_instance(job: Record) -> str:
+    """The job's key and creation time: a job deleted and added again with its id is another instance."""
+    stamp = "".join(character for character in job["created"] if character.isdigit())
+    return f"{job['key']}-{stamp}"
+
+
 async def preparation(
     ctx: Context, node_id: str, job: Record, job_spec: dict[str, Any], pool_spec: dict[str, Any]
 ) -> JobPreparationSpec | None:
@@ -195,7 +201,8 @@ async def preparation(
     given = job_spec.get("jobPreparationTask")
     if given is None:
         return None
-    run = Execution(f"jobprep-{job['key']}", node_id, preparation_id(job_spec) or DEFAULT_PREPARATION_ID, given)
+    prep_id = preparation_id(job_spec) or DEFAULT_PREPARATION_ID
+    run = Execution(f"jobprep-{job_instance(job)}", node_id, prep_id, given)
     constraints = given.get("constraints") or {}
     return JobPreparationSpec(
         task=await _build(ctx, run, job, job_spec, pool_spec),
@@ -215,7 +222,7 @@ async def release(ctx: Context, node_id: str, job: Record, pool: Record | None) 
     limit = given.get("maxWallClockTime") or DEFAULT_RELEASE_WALL_CLOCK
     task_spec = {**given, "constraints": {"maxWallClockTime": limit, "retentionTime": given.get("retentionTime")}}
     return await _build(
-        ctx, Execution(f"jobrelease-{job['key']}", node_id, release_id, task_spec), job, job_spec, pool_spec
+        ctx, Execution(f"jobrelease-{job_instance(job)}", node_id, release_id, task_spec), job, job_spec, pool_spec
     )
 
 

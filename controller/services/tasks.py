@@ -24,7 +24,7 @@ from controller.render import Record
 from controller.schemas.jobs import JobManagerTask
 from controller.schemas.tasks import TaskCreate
 from controller.services.applications import catalogue, resolve
-from controller.services.jobs import get_job, job_not_found
+from controller.services.jobs import complete_if_all_done, delete_job, get_job, job_not_found
 from controller.services.records import Page, load, load_or_404, new_record, page
 from controller.storage import PackageVersion
 from controller.store import reads
@@ -134,15 +134,23 @@ def _check_packages(known: dict[str, list[PackageVersion]], body: TaskCreate) ->
     return Conflict(message, code="InvalidApplicationPackageReferences")
 
 
-async def add_job_manager(ctx: Context, job_id: str, manager: JobManagerTask) -> AddResult:
-    """Add a job's manager task: an ordinary task of the job, added first, that may end the job and run alone."""
+async def add_job_manager(ctx: Context, job_id: str, manager: JobManagerTask) -> None:
+    """Add a just-created job's manager task: an ordinary task of the job, added first, that may end the job
+    and runs alone. A manager the job cannot take undoes the job and is the request's error, as the service
+    refuses such a job; a job that completed at once (its auto pool could not be made) gets none."""
+    if (await get_job(ctx, job_id))["state"] != "active":
+        return
     marks = {
         "jm": "1",
         "kill_job": "0" if manager.kill_job_on_completion is False else "1",
         "exclusive": "0" if manager.run_exclusive is False else "1",
     }
     (result,) = await add_tasks(ctx, job_id, [TaskCreate.model_validate(manager.task_body())], marks)
-    return result
+    if result.error is not None:
+        purge = await delete_job(ctx, job_id)
+        if purge is not None:
+            await purge
+        raise result.error
 
 
 async def add_tasks(
@@ -301,6 +309,7 @@ async def terminate_task(ctx: Context, job_id: str, task_id: str) -> None:
         return (await ctx.transitions.close_task(job_key, task["key"], iso(now()), new_etag(), failure))[0]
 
     await _once_stopped(ctx, task, failure, close)
+    await complete_if_all_done(ctx, task["job"])
 
 
 async def delete_task(ctx: Context, job_id: str, task_id: str) -> Record:
@@ -314,6 +323,7 @@ async def delete_task(ctx: Context, job_id: str, task_id: str) -> Record:
     if await _once_stopped(ctx, task, failure, delete) == "missing":
         raise task_not_found(task_id)
     log.info("task %s/%s deleted", task["job"], task["id"])
+    await complete_if_all_done(ctx, task["job"])
     return task
 
 

@@ -90,6 +90,8 @@ class TaskContext:
     report: TaskReport | None = None
     coordination_group: int | None = None
     """Process group of a multi-instance task's coordination command, left running until the attempt ends."""
+    coordinated: bool = False
+    """This instance told the controller how its coordination ended."""
 
     @property
     def attempt_id(self) -> str:

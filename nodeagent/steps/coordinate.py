@@ -5,8 +5,9 @@ command in the working directory. That command blocks until the services it star
 it leaves running in its process group (an MPI daemon, a rank process) keeps running. Each instance
 tells the controller how its coordination ended. The primary then waits until every instance
 coordinated and goes on to the task's command; a subtask holds its slot until the controller ends the
-task (its attempt turns stale when the primary finished, and the agent cancels it). StopCoordination,
-a finalizer, stops whatever the coordination command left running.
+task (its attempt turns stale when the primary finished, and the agent cancels it); a subtask that
+failed before it could coordinate sends that failure instead (ReportUncoordinated), so the primary
+fails the task. StopCoordination, a finalizer, stops whatever the coordination command left running.
 """
 
 from __future__ import annotations
@@ -72,16 +73,7 @@ class Coordinate:
             exit_code, failure = result.exit_code, _failure(result)
         except StepError as error:
             failure = error.failure_info()
-        gang.coordinated(
-            ctx.attempt_id,
-            Coordinated(
-                node_id=ctx.spec.node_id,
-                exit_code=exit_code,
-                start_time=started,
-                end_time=datetime.now(UTC),
-                failure=failure,
-            ),
-        )
+        _tell(ctx, gang, started, exit_code, failure)
         if not instance.is_primary:
             log.info("attempt %s: subtask %s coordinated; holding its node", ctx.attempt_id, instance.subtask_id)
             ctx.cancel.wait()
@@ -121,6 +113,28 @@ class Coordinate:
                 raise StepError(FAILED_CODE, f"a subtask failed to coordinate: {reason}", outcome="exited")
             ctx.cancel.wait(GANG_POLL_SECONDS)
         raise AttemptAbandoned(ctx.attempt_id)
+
+
+def _tell(ctx: TaskContext, gang: Gang, started: datetime, exit_code: int | None, failure: FailureInfo | None) -> None:
+    """Tell the controller how this instance's coordination ended."""
+    result = Coordinated(
+        node_id=ctx.spec.node_id, exit_code=exit_code, start_time=started, end_time=datetime.now(UTC), failure=failure
+    )
+    gang.coordinated(ctx.attempt_id, result)
+    ctx.coordinated = True
+
+
+class ReportUncoordinated:
+    """Finalizer of a subtask: one that failed before it could coordinate fails its task through the primary."""
+
+    name: ClassVar[str] = "ReportUncoordinated"
+    category: ClassVar[FailureCategory] = "servererror"
+
+    def run(self, ctx: TaskContext) -> None:
+        """Send the earlier step's failure as this instance's coordination result."""
+        if ctx.coordinated or ctx.abandoned or ctx.failure is None or ctx.deps.gang is None:
+            return
+        _tell(ctx, ctx.deps.gang, ctx.started_at, None, ctx.failure.failure_info())
 
 
 def _failure(result: ProcessResult) -> FailureInfo | None:

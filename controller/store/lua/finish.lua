@@ -15,7 +15,9 @@ local function settle(name, action, queue, pool_jobs, job)
   local dependents = KEYS[4] .. name
   for _, member in ipairs(redis.call('SMEMBERS', dependents)) do
     local child = KEYS[5] .. member
-    if action ~= 'satisfy' then
+    if redis.call('EXISTS', child) == 0 then
+      -- the dependent was deleted meanwhile
+    elseif action ~= 'satisfy' then
       redis.call('HSET', child, 'blocked', '1')
     elseif redis.call('HINCRBY', child, 'waiting', -1) <= 0 and redis.call('HGET', child, 'blocked') ~= '1'
         and redis.call('HGET', child, 'state') == 'active' then

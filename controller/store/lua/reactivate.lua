@@ -1,4 +1,5 @@
--- Reactivate a failed task: back to active with retryCount 0 and its last outcome cleared.
+-- Reactivate a failed task: back to active with retryCount 0 and its last outcome cleared; it joins the
+-- queue unless it still waits for a dependency (or one blocked it).
 -- KEYS: 1 task, 2 job, 3 job queue, 4 pool job set. ARGV: 1 now (ISO), 2 etag.
 -- Returns {"ok"} | {"missing"} | {"job", job state} | {"state", task state} | {"succeeded"}.
 local task, job = KEYS[1], KEYS[2]
@@ -15,6 +16,10 @@ redis.call('HSET', task, 'pstate', state, 'pstt', redis.call('HGET', task, 'stt'
 redis.call('HINCRBY', job, 'n_completed', -1)
 redis.call('HINCRBY', job, 'n_failed', -1)
 redis.call('HINCRBY', job, 'n_active', 1)
+local waiting = tonumber(redis.call('HGET', task, 'waiting') or '0') > 0
+if waiting or redis.call('HGET', task, 'blocked') == '1' then return {'ok'} end
 redis.call('ZADD', KEYS[3], redis.call('HGET', task, 'seq'), task)
-redis.call('ZADD', KEYS[4], 'NX', redis.call('HGET', job, 'order'), redis.call('HGET', job, 'key'))
+if jstate == 'active' then
+  redis.call('ZADD', KEYS[4], 'NX', redis.call('HGET', job, 'order'), redis.call('HGET', job, 'key'))
+end
 return {'ok'}

@@ -86,3 +86,24 @@ def test_a_release_runs_once_in_the_background(tmp_path: Path) -> None:
     jobs.release(release)
     assert runs.read_text().splitlines() == ["run"]
     assert [(report.kind, report.state, report.result) for report in sent][-1] == ("release", "completed", "success")
+
+
+def test_a_preparation_stopped_half_way_runs_again_with_the_next_attempt(tmp_path: Path) -> None:
+    jobs, sent = _job_tasks(tmp_path / "node")
+    runs = tmp_path / "runs"
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    assert not jobs.prepare(_preparation(runs), cancel)
+    assert all(report.state == "running" for report in sent)
+    assert jobs.prepare(_preparation(runs), threading.Event())
+    assert runs.read_text().splitlines() == ["run", "run"]
+
+
+def test_a_job_added_again_with_the_same_id_prepares_again(tmp_path: Path) -> None:
+    jobs, _ = _job_tasks(tmp_path / "node")
+    runs = tmp_path / "runs"
+    assert jobs.prepare(_preparation(runs), threading.Event())
+    again = _preparation(runs)
+    again = again.model_copy(update={"task": again.task.model_copy(update={"attempt_id": "jobprep-job-20261121"})})
+    assert jobs.prepare(again, threading.Event())
+    assert runs.read_text().splitlines() == ["run", "run"]

@@ -256,4 +256,4 @@ def test_multi_instance_instances_coordinate_and_only_the_primary_runs_and_repor
     assert [step.name for step in finalizers] == ["StopCoordination", "UploadOutputFiles", "ReportResult"]
     steps, finalizers = runner.steps_for(subtask)
     assert [step.name for step in steps][-2:] == ["DownloadCommonResourceFiles", "Coordinate"]
-    assert [step.name for step in finalizers] == ["StopCoordination"]
+    assert [step.name for step in finalizers] == ["StopCoordination", "ReportUncoordinated"]
