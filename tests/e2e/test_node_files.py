@@ -58,8 +58,9 @@ def test_deleting_a_task_file(finished: tuple[BatchClient, str, str]) -> None:
     client.delete_task_file(job_id, task_id, "wd/out/two.txt")
     names = {f.name for f in client.list_task_files(job_id, task_id, recursive=True)}
     assert "wd/out/two.txt" not in names and "wd/out/one.txt" in names
+    # (a HEAD: the SDK leaves the connection of a failed streamed download open)
     with pytest.raises(HttpResponseError) as caught:
-        b"".join(client.download_task_file(job_id, task_id, "wd/out/two.txt"))
+        client.get_task_file_properties(job_id, task_id, "wd/out/two.txt")
     assert caught.value.status_code == 404
 
 
