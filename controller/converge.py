@@ -38,7 +38,8 @@ async def converge_pool(ctx: Context, pool: Record) -> None:
     provided = set(await reads.set_members(ctx.redis, ctx.keys.pool_provided(pool["key"])))
     for node_id in sorted(provided):
         await asyncio.to_thread(ctx.provider.ensure, pool, node_id)
-    current = staying | provided
+    leaving = {node["id"] for node in nodes if node["state"] == "leavingpool"}
+    current = (staying | provided) - leaving
     target = target_nodes(pool)
     if len(current) < target:
         await _grow(ctx, pool, current, target - len(current))

@@ -54,3 +54,38 @@ def test_a_manager_that_does_not_kill_its_job_and_is_retried(shared_stack: Local
     client.create_task("patient", models.BatchTaskCreateOptions(id="after", command_line="/bin/true"))
     assert completed(client, "patient", "after").execution_info.exit_code == 0
     assert client.get_job("patient").state == "active"
+
+
+def test_a_shrinking_pool_keeps_the_node_of_the_job_manager(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    image = models.BatchVmImageReference(publisher="batchyard", offer="local", sku="host")
+    vm = models.VirtualMachineConfiguration(image_reference=image, node_agent_sku_id="batchyard.local")
+    pool = models.BatchPoolCreateOptions(
+        id="shrinking", vm_size="standard_d2s_v3", virtual_machine_configuration=vm, target_dedicated_nodes=2,
+        task_slots_per_node=2,
+    )  # fmt: skip
+    client.create_pool(pool)
+    until("two idle nodes", lambda: [n.state for n in client.list_nodes("shrinking")] == ["idle", "idle"])
+    requeue = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="requeue")
+    # Given the manager alone on shrinking-2 (one slot used) and two workers on shrinking-1 (both slots used),
+    # so that a shrink taking the least busy node first would take the manager's
+    client.disable_node_scheduling("shrinking", "shrinking-1", requeue)
+    task = models.BatchJobManagerTask(id="manager", command_line="/bin/sleep 10", run_exclusive=False)
+    job = models.BatchJobCreateOptions(
+        id="kept", pool_info=models.BatchPoolInfo(pool_id="shrinking"), job_manager_task=task
+    )
+    client.create_job(job)
+    until("the manager to run", lambda: client.get_task("kept", "manager").state == "running")
+    client.enable_node_scheduling("shrinking", "shrinking-1")
+    keep_running = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="taskcompletion")
+    client.disable_node_scheduling("shrinking", "shrinking-2", keep_running)
+    workers = [models.BatchTaskCreateOptions(id=f"w{i}", command_line="/bin/sleep 10") for i in range(2)]
+    client.create_task_collection("kept", models.BatchTaskGroup(task_values=workers))
+    until("the workers to run", lambda: all(client.get_task("kept", f"w{i}").state == "running" for i in range(2)))
+    client.enable_node_scheduling("shrinking", "shrinking-2")
+    assert client.get_task("kept", "manager").node_info.node_id == "shrinking-2"
+    # When the pool shrinks to one node, the workers' node leaves and the manager runs on undisturbed
+    client.begin_resize_pool("shrinking", models.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=0)
+    until("one node left", lambda: [n.id for n in client.list_nodes("shrinking")] == ["shrinking-2"])
+    manager = completed(client, "kept", "manager")
+    assert (manager.execution_info.exit_code, manager.execution_info.requeue_count) == (0, 0)

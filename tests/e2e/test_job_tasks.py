@@ -133,3 +133,18 @@ def test_deleting_an_active_job_runs_its_release_first(shared_stack: LocalStack)
     until("the job to be gone", lambda: not any(job.id == "deleted-released" for job in client.list_jobs()))
     marker = Layout(shared_stack.data_dir).node_root(node_id) / "shared" / "released-deleted-released"
     assert marker.exists()
+
+
+def test_without_wait_for_success_tasks_start_while_preparation_runs(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    preparation = models.BatchJobPreparationTask(command_line="/bin/sleep 3", wait_for_success=False)
+    options = models.BatchJobCreateOptions(id="unwaited", pool_info=LOCAL, job_preparation_task=preparation)
+    client.create_job(options)
+    client.create_task("unwaited", models.BatchTaskCreateOptions(id="t", command_line="/bin/true"))
+    task = completed(client, "unwaited", "t")
+    until(
+        "the preparation to complete",
+        lambda: _all_completed(client, "unwaited") and bool(_statuses(client, "unwaited")),
+    )
+    (status,) = _statuses(client, "unwaited")
+    assert task.execution_info.end_time < status.job_preparation_task_execution_info.end_time
