@@ -127,7 +127,8 @@ class Scheduler:
 
     async def _place_job(self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str) -> dict[str, int]:
         redis, keys = self.ctx.redis, self.ctx.keys
-        allowed = await self._parallel_room(job_key, sum(free.values()))
+        limit, prep = await redis.hmget(keys.job(job_key), "max_parallel", "prep")
+        allowed = await self._parallel_room(job_key, int(limit or -1), sum(free.values()))
         if allowed <= 0:
             return free
         task_keys = await reads.members(redis, keys.job_queue(job_key), 0, allowed - 1)
@@ -136,7 +137,8 @@ class Scheduler:
             return free
         rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity", "exclusive", "instances")
         names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
-        unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key))
+        # Only a job whose preparation must succeed keeps its tasks off the nodes where it failed.
+        unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key)) if prep == "wait" else []
         usable = {node: slots for node, slots in free.items() if node not in unprepared}
         gangs = {key: int(row[5]) for key, row in zip(task_keys, rows, strict=True) if row[5]}
         usable = await self._place_gangs(job_key, pool_key, gangs, usable, names)
@@ -177,9 +179,8 @@ class Scheduler:
         await self.ctx.dispatcher.publish(dispatches)
         return left
 
-    async def _parallel_room(self, job_key: str, wanted: int) -> int:
-        """How many more attempts the job may have at once (its maxParallelTasks), at most `wanted`."""
-        limit = int(await self.ctx.redis.hget(self.ctx.keys.job(job_key), "max_parallel") or -1)
+    async def _parallel_room(self, job_key: str, limit: int, wanted: int) -> int:
+        """How many more attempts the job may have at once (its maxParallelTasks `limit`), at most `wanted`."""
         if limit < 1:
             return wanted
         live = await self.ctx.redis.scard(self.ctx.keys.job_attempts(job_key))

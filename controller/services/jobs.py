@@ -173,7 +173,7 @@ async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
     record = await get_job(ctx, job_id)
     spec = json.loads(record["spec"])
     changes = patch.wire()
-    _check_update(record, spec, patch)
+    _check_update(record, patch)
     if patch.pool_info is not None and await ctx.redis.scard(ctx.keys.job_attempts(record["key"])):
         raise Conflict("The pool of a job can be changed only when none of its tasks runs", code="JobNotDisabled")
     fields = {**_update_fields(record, patch), "spec": json.dumps({**spec, **changes})}
@@ -186,7 +186,7 @@ async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
     return await get_job(ctx, job_id)
 
 
-def _check_update(record: Record, spec: dict[str, Any], patch: JobUpdate) -> None:
+def _check_update(record: Record, patch: JobUpdate) -> None:
     if patch.on_all_tasks_complete == "noaction" and record.get("on_all_complete") == "terminatejob":
         raise invalid_property("onAllTasksComplete", "terminatejob cannot be changed back to noaction")
     if patch.pool_info is not None and patch.pool_info.auto_pool_specification is not None:

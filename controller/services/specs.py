@@ -10,6 +10,7 @@ from controller.context import Context
 from controller.domain.clock import parse_duration
 from controller.render import Record
 from controller.services.applications import package_specs
+from controller.store import reads
 from nodeagent.messages import (
     AttemptSpec,
     BindMountSpec,
@@ -176,14 +177,14 @@ async def multi_instance(ctx: Context, task: Record, attempt: Record) -> MultiIn
     """What one instance of a multi-instance task needs: its index, every instance's address, the coordination."""
     settings = json.loads(task["spec"])["multiInstanceSettings"]
     members = (task.get("gang") or task.get("subtasks") or "").split(",")
-    node_ids = [await ctx.redis.hget(member, "node_id") or "" for member in members]
-    hosts = [await ctx.redis.hget(ctx.keys.node(str(node_id)), "ip") or "" for node_id in node_ids]
+    node_ids = [row[0] or "" for row in await reads.fields(ctx.redis, members, "node_id")]
+    hosts = [row[0] or "" for row in await reads.fields(ctx.redis, [ctx.keys.node(n) for n in node_ids], "ip")]
     return MultiInstanceSpec(
         subtask_id=int(attempt.get("subtask", "0")),
         number_of_instances=len(members),
         coordination_command_line=settings["coordinationCommandLine"],
         common_resource_files=[resource_file(ctx, item) for item in settings.get("commonResourceFiles") or []],
-        hosts=[str(host) for host in hosts],
+        hosts=hosts,
         master_port=ctx.settings.master_port,
     )
 
