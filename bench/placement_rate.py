@@ -62,7 +62,7 @@ class CountingDispatcher(Dispatcher):
 
     async def publish(self, dispatches: list[Dispatch]) -> None:
         """Count instead of sending to the broker."""
-        self.published += len(dispatches)
+        self.published += sum(len(dispatch.offers) for dispatch in dispatches)
 
 
 def context(redis_url: str) -> tuple[Context, CountingDispatcher]:

@@ -86,8 +86,8 @@ ROUTES = [
     Route(NODE + "/files/{file_path:path}", files.node_file, methods=["GET", "HEAD", "DELETE"]),
     Route("/applications", applications.list_applications, methods=["GET"]),
     Route("/applications/{application_id}", applications.get_application, methods=["GET"]),
-    Route("/agent/v1/attempts/{attempt_id}/claim", agent.claim, methods=["POST"]),
-    Route("/agent/v1/attempts/{attempt_id}/report", agent.report, methods=["POST"]),
+    Route("/agent/v1/nodes/{node_id}/claims", agent.claims, methods=["POST"]),
+    Route("/agent/v1/nodes/{node_id}/reports", agent.reports, methods=["POST"]),
     Route("/agent/v1/attempts/{attempt_id}/coordinated", agent.coordinated, methods=["POST"]),
     Route("/agent/v1/attempts/{attempt_id}/gang", agent.gang, methods=["POST"]),
     Route("/agent/v1/nodes/{node_id}/heartbeat", agent.heartbeat, methods=["POST"]),
@@ -153,6 +153,7 @@ def create_app(settings: ControllerSettings, run_scheduler: bool = True) -> Batc
         loops = [asyncio.create_task(resume_purges(ctx))]
         scheduler = Scheduler(ctx)
         if run_scheduler:
+            ctx.refill = scheduler.refill
             loops.append(asyncio.create_task(scheduler.run()))
         try:
             yield

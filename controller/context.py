@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -27,6 +28,8 @@ class Context:
     http: httpx.AsyncClient
     storage: AutoStorage
     provider: NodeProvider
+    refill: Callable[[str], Awaitable[list[str]]] | None = None
+    """Places queued tasks on one node's free slots at once (the scheduler's, when it runs here)."""
 
     @property
     def endpoint(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Celery
 
-from nodeagent.messages import RUN_ATTEMPT_TASK, Dispatch, node_queue
+from nodeagent.messages import RUN_ATTEMPT_TASK, Dispatch, Offer, node_queue
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,16 @@ def make_celery(broker_url: str, key_prefix: str) -> Celery:
     return app
 
 
+def by_node(dispatches: list[Dispatch]) -> list[Dispatch]:
+    """The dispatches merged into one per node, offers in their order."""
+    offers: dict[str, list[Offer]] = {}
+    for dispatch in dispatches:
+        offers.setdefault(dispatch.node_id, []).extend(dispatch.offers)
+    return [Dispatch(node_id=node_id, offers=made) for node_id, made in offers.items()]
+
+
 class Dispatcher:
-    """Sends `Dispatch` messages; the store, not the broker, is the record of what was offered."""
+    """Sends `Dispatch` messages, one per node; the store, not the broker, is the record of what was offered."""
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -44,7 +52,7 @@ class Dispatcher:
     def send_all(self, dispatches: list[Dispatch]) -> None:
         """Publish several offers over one connection (blocking)."""
         with self.app.producer_or_acquire() as producer:
-            for dispatch in dispatches:
+            for dispatch in by_node(dispatches):
                 self.app.send_task(
                     RUN_ATTEMPT_TASK,
                     kwargs={"dispatch": dispatch.model_dump(mode="json")},
@@ -63,7 +71,7 @@ class Dispatcher:
         try:
             await asyncio.to_thread(self.send_all, dispatches)
         except Exception as error:  # noqa: BLE001 - any broker failure is retried by the reconciler
-            log.warning("publishing %d offers failed: %s", len(dispatches), error)
+            log.warning("publishing offers to %d nodes failed: %s", len(dispatches), error)
 
     def close(self) -> None:
         """Release broker connections."""

@@ -12,7 +12,7 @@ from controller.services.jobs import expire_jobs
 from controller.services.jobtasks import drive_releases
 from controller.services.tasks import expire_tasks
 from controller.store import reads
-from nodeagent.messages import Dispatch
+from nodeagent.messages import Dispatch, Offer
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,8 @@ async def repeat_offers(ctx: Context) -> None:
             await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
             continue
         ((job_id, task_id),) = await reads.fields(ctx.redis, [attempt["task"]], "job", "id")
-        dispatch = Dispatch(
-            attempt_id=attempt["id"], job_id=job_id or "", task_id=task_id or "", node_id=attempt["node_id"]
-        )
-        resend.append(dispatch)
+        offer = Offer(attempt_id=attempt["id"], job_id=job_id or "", task_id=task_id or "")
+        resend.append(Dispatch(node_id=attempt["node_id"], offers=[offer]))
         await ctx.redis.zadd(ctx.keys.offers(), {attempt_key: _now_ms()}, xx=True)
     if resend:
         log.info("offering %d unclaimed attempts again", len(resend))

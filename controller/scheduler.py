@@ -18,7 +18,7 @@ from controller.domain.states import SCHEDULABLE_NODE_STATES
 from controller.reconcile import reconcile
 from controller.store import reads
 from controller.store.transitions import Placement
-from nodeagent.messages import Dispatch
+from nodeagent.messages import Dispatch, Offer
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,34 @@ class Scheduler:
         await self.ctx.redis.blpop([self.ctx.keys.scheduler_wake()], timeout=self.ctx.settings.scheduler_tick_seconds)
 
     async def place_all(self) -> None:
-        """One placement pass over every pool."""
+        """One placement pass over every pool; each node's offers go out in one message."""
+        dispatches: list[Dispatch] = []
         for pool_key in await reads.members(self.ctx.redis, self.ctx.keys.pools()):
-            await self.place_pool(pool_key)
+            dispatches += await self.place_pool(pool_key)
+        await self.ctx.dispatcher.publish(dispatches)
 
-    async def _free_slots(self, pool_key: str) -> dict[str, int]:
-        """Free slots of the pool's schedulable nodes (those with some); their total slots go to `self.totals`."""
+    async def refill(self, node_id: str) -> list[str]:
+        """Place queued tasks on the free slots of one node now, without a message; the attempt ids offered.
+
+        A node that reports finished attempts takes the next ones in the answer (the reports freed the
+        slots). Only the leader places; elsewhere nothing is offered and the leader's next pass fills them.
+        """
+        if not self.leading:
+            return []
+        pool_key = await self.ctx.redis.hget(self.ctx.keys.node(node_id), "pool")
+        if not pool_key:
+            return []
+        return [
+            offer.attempt_id for dispatch in await self.place_pool(str(pool_key), node_id) for offer in dispatch.offers
+        ]
+
+    async def _free_slots(self, pool_key: str, only: str | None = None) -> dict[str, int]:
+        """Free slots of the pool's schedulable nodes (or of node `only`) that have some.
+
+        Their total slots go to `self.totals`.
+        """
         keys, redis = self.ctx.keys, self.ctx.redis
-        node_ids = await reads.members(redis, keys.pool_nodes(pool_key))
+        node_ids = [only] if only is not None else await reads.members(redis, keys.pool_nodes(pool_key))
         records = await reads.records(redis, [keys.node(node_id) for node_id in node_ids])
         alive_after = (time.time() - self.ctx.settings.node_timeout_seconds) * 1000
         free: dict[str, int] = {}
@@ -109,23 +129,28 @@ class Scheduler:
                 self.totals[node_id] = int(record["slots"])
         return {node: slots for node, slots in free.items() if slots > 0}
 
-    async def place_pool(self, pool_key: str) -> None:
-        """Place as many queued tasks of the pool's jobs, in job order, as its nodes have room for."""
-        free = await self._free_slots(pool_key)
+    async def place_pool(self, pool_key: str, only: str | None = None) -> list[Dispatch]:
+        """Offer as many queued tasks of the pool's jobs, in job order, as its nodes (or node `only`) have room
+        for; the offers, one dispatch per node, not yet sent."""
+        free = await self._free_slots(pool_key, only)
+        offers: dict[str, list[Offer]] = defaultdict(list)
         if not free:
-            return
+            return []
         fill_type = await self._fill_type(pool_key)
         for job_key in await reads.members(self.ctx.redis, self.ctx.keys.pool_jobs(pool_key)):
-            free = await self._place_job(pool_key, job_key, free, fill_type)
+            free = await self._place_job(pool_key, job_key, free, fill_type, offers)
             if not free:
-                return
+                break
+        return [Dispatch(node_id=node_id, offers=made) for node_id, made in offers.items()]
 
     async def _fill_type(self, pool_key: str) -> str:
         spec = await self.ctx.redis.hget(self.ctx.keys.pool(pool_key), "spec")
         policy = json.loads(spec or "{}").get("taskSchedulingPolicy") or {}
         return str(policy.get("nodeFillType", "spread"))
 
-    async def _place_job(self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str) -> dict[str, int]:
+    async def _place_job(
+        self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str, offers: dict[str, list[Offer]]
+    ) -> dict[str, int]:
         redis, keys = self.ctx.redis, self.ctx.keys
         limit, prep = await redis.hmget(keys.job(job_key), "max_parallel", "prep")
         allowed = await self._parallel_room(job_key, int(limit or -1), sum(free.values()))
@@ -141,7 +166,7 @@ class Scheduler:
         unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key)) if prep == "wait" else []
         usable = {node: slots for node, slots in free.items() if node not in unprepared}
         gangs = {key: int(row[5]) for key, row in zip(task_keys, rows, strict=True) if row[5]}
-        usable = await self._place_gangs(job_key, pool_key, gangs, usable, names)
+        usable = await self._place_gangs(job_key, pool_key, gangs, usable, names, offers)
         wants = [
             Want(key, int(row[0] or 1), row[3] or "", row[4] == "1")
             for key, row in zip(task_keys, rows, strict=True)
@@ -149,7 +174,7 @@ class Scheduler:
         ]
         placed, left = place(wants, usable, fill_type, self.totals)
         left = {**free, **left}
-        await self._offer(job_key, pool_key, placed, names)
+        await self._offer(job_key, pool_key, placed, names, offers)
         return {node: slots for node, slots in left.items() if slots > 0}
 
     async def _place_gangs(
@@ -159,10 +184,10 @@ class Scheduler:
         gangs: dict[str, int],
         free: dict[str, int],
         names: dict[str, tuple[str, str]],
+        offers: dict[str, list[Offer]],
     ) -> dict[str, int]:
         """Offer each multi-instance task to as many nodes as it has instances, all or none; the slots left."""
         left = dict(free)
-        dispatches: list[Dispatch] = []
         for task_key, count in gangs.items():
             nodes = place_gang(count, left)
             if nodes is None:
@@ -175,8 +200,7 @@ class Scheduler:
             for node_id, attempt_id in members:
                 left[node_id] -= 1
                 job_id, task_id = names[task_key]
-                dispatches.append(Dispatch(attempt_id=attempt_id, job_id=job_id, task_id=task_id, node_id=node_id))
-        await self.ctx.dispatcher.publish(dispatches)
+                offers[node_id].append(Offer(attempt_id=attempt_id, job_id=job_id, task_id=task_id))
         return left
 
     async def _parallel_room(self, job_key: str, limit: int, wanted: int) -> int:
@@ -187,19 +211,20 @@ class Scheduler:
         return min(wanted, limit - live)
 
     async def _offer(
-        self, job_key: str, pool_key: str, placed: list[tuple[Want, str]], names: dict[str, tuple[str, str]]
+        self,
+        job_key: str,
+        pool_key: str,
+        placed: list[tuple[Want, str]],
+        names: dict[str, tuple[str, str]],
+        offers: dict[str, list[Offer]],
     ) -> None:
         by_node: dict[str, list[Placement]] = defaultdict(list)
         for want, node_id in placed:
             by_node[node_id].append(Placement(want.task_key, uuid.uuid4().hex))
         now_ms = int(time.time() * 1000)
-        dispatches: list[Dispatch] = []
         for node_id, placements in by_node.items():
             accepted = set(await self.ctx.transitions.offer(node_id, job_key, pool_key, now_ms, placements))
             for placement in placements:
                 if placement.attempt_id in accepted:
                     job_id, task_id = names[placement.task_key]
-                    dispatches.append(
-                        Dispatch(attempt_id=placement.attempt_id, job_id=job_id, task_id=task_id, node_id=node_id)
-                    )
-        await self.ctx.dispatcher.publish(dispatches)
+                    offers[node_id].append(Offer(attempt_id=placement.attempt_id, job_id=job_id, task_id=task_id))

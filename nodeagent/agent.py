@@ -18,6 +18,7 @@ import signal
 import stat
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,9 +73,18 @@ class AgentRuntime:
         self.client = client or ControllerClient(
             settings.controller_url, settings.node_secret, heartbeat_timeout=settings.heartbeat_timeout_seconds
         )
-        self.reporter = Reporter(self.client, Spool(self.layout))
         self.guard = guard or Guard()
         self.running = RunningAttempts(self.guard)
+        self.slots = ThreadPoolExecutor(max_workers=settings.task_slots, thread_name_prefix="slot")
+        """Runs the attempts, each on a thread of its own, however they were claimed."""
+        self.reporter = Reporter(
+            self.client,
+            Spool(self.layout),
+            settings.node_id,
+            on_delivered=self.running.remove,
+            on_next=self._start_claimed,
+            claiming=self.running.order.claim,
+        )
         self.fence = Fence(
             self.running.fence, heartbeat_seconds=settings.heartbeat_seconds, default_seconds=settings.fence_seconds
         )
@@ -82,7 +92,7 @@ class AgentRuntime:
             self.layout.root, settings.node_secret, settings.file_server_host, settings.file_server_port
         )
         self.heartbeat = Heartbeat(
-            self.client.heartbeat,
+            self._send_heartbeat,
             self.build_heartbeat,
             self.cancel_attempts,
             settings.heartbeat_seconds,
@@ -149,7 +159,7 @@ class AgentRuntime:
         self.heartbeat.beat()
         self.heartbeat.start()
         self.fence.start()
-        threading.Thread(target=self.reporter.replay, args=(pending,), name="report-replay", daemon=True).start()
+        self.reporter.replay(pending)
         log.info("node %s: agent started, files at %s", self.settings.node_id, self.file_server_url)
 
     def _detect_node_features(self) -> None:
@@ -180,6 +190,8 @@ class AgentRuntime:
         self.request_stop()
         if not self.running.wait_empty(self.settings.kill_grace_seconds + 2.0):
             self.running.kill_now()
+        self.reporter.stop()
+        self.slots.shutdown(wait=False, cancel_futures=True)
         self._last_heartbeat()
         cgroups.remove_node(self.deps.cgroups)
         self.fence.stop()
@@ -193,7 +205,7 @@ class AgentRuntime:
     def _last_heartbeat(self) -> None:
         """Tell the controller what still runs (usually nothing), confirming the stops it asked for."""
         try:
-            self.client.heartbeat(self.build_heartbeat())
+            self._send_heartbeat(self.build_heartbeat())
         except ControllerUnavailable as exc:
             log.info("node %s: last heartbeat not answered: %s", self.settings.node_id, exc)
 
@@ -214,6 +226,12 @@ class AgentRuntime:
             start_task=status.start_task,
             container_runtime=container.heartbeat_value(self.deps.container_runtime),
         )
+
+    def _send_heartbeat(self, beat: NodeHeartbeat) -> HeartbeatAnswer:
+        """Send a heartbeat listing the attempts running as it is sent (no claim is answered in between)."""
+        with self.running.order.heartbeat(self.settings.heartbeat_timeout_seconds) as claims_in_flight:
+            now = beat.model_copy(update={"running_attempts": self.running.ids(), "claims_in_flight": claims_in_flight})
+            return self.client.heartbeat(now)
 
     def on_heartbeat_answer(self, answer: HeartbeatAnswer) -> None:
         """Renew the fence, keep the lease length, hand a changed pool config to the applier, obey a command."""
@@ -247,21 +265,51 @@ class AgentRuntime:
         for attempt_id in attempt_ids:
             self.running.cancel(attempt_id)
 
-    def handle_dispatch(self, payload: Mapping[str, Any]) -> TaskReport | None:
-        """Validate, claim and run one dispatched attempt; the report sent, or None when dropped."""
+    def handle_dispatch(self, payload: Mapping[str, Any]) -> list[str]:
+        """Validate and claim the dispatched attempts and start those claimed; their ids."""
         dispatch = self._accept(payload)
         if dispatch is None:
-            return None
-        # Listed as running from before the claim, so no heartbeat can tell the controller it is not here.
-        handle = self.running.add(dispatch.attempt_id)
-        if handle is None:
-            log.info("attempt %s: already running here, duplicate dropped", dispatch.attempt_id)
-            return None
+            return []
+        # Listed as running from before the claim, so no heartbeat can tell the controller they are not here.
+        offered = []
+        for offer in dispatch.offers:
+            if self.running.add(offer.attempt_id) is None:
+                log.info("attempt %s: already running here, duplicate dropped", offer.attempt_id)
+            else:
+                offered.append(offer.attempt_id)
+        if not offered:
+            return []
+        with self.running.order.claim():
+            answer = self.client.claim_all(self.settings.node_id, offered)
+        for attempt_id in answer.refused:
+            self.running.remove(attempt_id)
+        return self._start_claimed(list(answer.specs))
+
+    def _start_claimed(self, specs: list[AttemptSpec]) -> list[str]:
+        """Start claimed attempts on the slot threads; the ids of those started."""
+        started = []
+        for spec in specs:
+            handle = self.running.add(spec.attempt_id) or self.running.handle(spec.attempt_id)
+            if handle is None:
+                continue
+            try:
+                self.slots.submit(self._run_attempt, spec, handle.cancel)
+            except RuntimeError:
+                log.info("attempt %s: agent stopping, not started", spec.attempt_id)
+                self.running.remove(spec.attempt_id)
+                continue
+            started.append(spec.attempt_id)
+        return started
+
+    def _run_attempt(self, spec: AttemptSpec, cancel: threading.Event) -> TaskReport | None:
+        """Run one claimed attempt; the attempt is forgotten here unless its report was queued (then once sent)."""
+        report = None
         try:
-            spec = self.client.claim(dispatch.attempt_id, self.settings.node_id)
-            return None if spec is None else self._run_in_task_dir(spec, handle.cancel)
+            report = self._run_in_task_dir(spec, cancel)
         finally:
-            self.running.remove(dispatch.attempt_id)
+            if report is None:
+                self.running.remove(spec.attempt_id)
+        return report
 
     def _run_in_task_dir(self, spec: AttemptSpec, cancel: threading.Event) -> TaskReport | None:
         """Run the attempt with its task directory held back from retention, then record it for retention."""
@@ -301,18 +349,19 @@ class AgentRuntime:
             log.error("dropping an invalid dispatch: %s", exc)
             return None
         if dispatch.node_id != self.settings.node_id:
-            log.warning(
-                "attempt %s: dispatched to node %s, not %s; dropped",
-                dispatch.attempt_id,
-                dispatch.node_id,
-                self.settings.node_id,
-            )
+            for offer in dispatch.offers:
+                log.warning(
+                    "attempt %s: dispatched to node %s, not %s; dropped",
+                    offer.attempt_id,
+                    dispatch.node_id,
+                    self.settings.node_id,
+                )
             return None
         if self.client.stop.is_set():
-            log.info("attempt %s: agent stopping, not claimed", dispatch.attempt_id)
+            log.info("attempts %s: agent stopping, not claimed", dispatch.offers)
             return None
         if self.fence.silence() > self.fence.window:
-            # It would be fenced as soon as it started; the controller offers it again later.
-            log.warning("attempt %s: no heartbeat answered lately, not claimed", dispatch.attempt_id)
+            # They would be fenced as soon as they started; the controller offers them again later.
+            log.warning("attempts %s: no heartbeat answered lately, not claimed", dispatch.offers)
             return None
         return dispatch

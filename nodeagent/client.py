@@ -1,4 +1,4 @@
-"""Signed HTTP calls from the agent to the controller: claim, report, heartbeat."""
+"""Signed HTTP calls from the agent to the controller: claims, reports, heartbeats and the rest."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ from pydantic import BaseModel, ValidationError
 from nodeagent import messages
 from nodeagent.errors import ControllerUnavailable
 from nodeagent.messages import (
-    AttemptSpec,
+    ClaimAnswer,
+    ClaimBatch,
     ClaimRequest,
     Coordinated,
     GangState,
     HeartbeatAnswer,
     JobTaskReport,
     NodeHeartbeat,
-    ReportAnswer,
-    TaskReport,
+    ReportBatch,
+    ReportBatchAnswer,
 )
 
 log = logging.getLogger(__name__)
@@ -110,29 +111,45 @@ class ControllerClient:
             return self._http.post(self._base + path, content=body, headers=headers)
         return self._http.post(self._base + path, content=body, headers=headers, timeout=timeout)
 
-    def claim(self, attempt_id: str, node_id: str) -> AttemptSpec | None:
-        """Claim an attempt; its spec, or None when it is someone else's or stale."""
-        response = self._call(messages.claim_path(attempt_id), ClaimRequest(node_id=node_id), self._claim_retry)
-        if response is None or response.status_code in STALE_STATUSES:
+    def claim_all(self, node_id: str, attempt_ids: list[str]) -> ClaimAnswer:
+        """Claim offered attempts; the controller's answer, or all of them refused when it gave none."""
+        response = self._call(messages.claims_path(node_id), ClaimBatch(attempt_ids=attempt_ids), self._claim_retry)
+        answer = ClaimAnswer(refused=attempt_ids)
+        if response is not None and response.is_success:
+            try:
+                answer = ClaimAnswer.model_validate_json(response.content)
+            except ValidationError as exc:
+                log.error("claim answer is not a list of attempt specs: %s", exc)
+        for attempt_id in answer.refused:
             log.info("attempt %s: claim refused (%s)", attempt_id, _status(response))
-            return None
-        try:
-            return AttemptSpec.model_validate_json(response.content)
-        except ValidationError as exc:
-            log.error("attempt %s: claim answer is not an attempt spec: %s", attempt_id, exc)
-            return None
+        return answer
 
-    def report(self, attempt_id: str, report: TaskReport) -> ReportAnswer | None:
-        """Deliver a report until answered; the answer, or None when stale or stopped."""
-        response = self._call(messages.report_path(attempt_id), report, self._report_retry)
-        return _report_answer(attempt_id, response)
+    def send_reports(self, node_id: str, batch: ReportBatch) -> ReportBatchAnswer | None:
+        """Send reports once; the answer, or None when there was none (a network error or a 5xx)."""
+        response = self._try_post(messages.reports_path(node_id), batch)
+        if response is None or response.status_code >= 500:
+            return None
+        if response.is_success:
+            try:
+                return ReportBatchAnswer.model_validate_json(response.content)
+            except ValidationError as exc:
+                log.error("report answer is not understood: %s", exc)
+        # Refused as a whole: sending it again would be refused again.
+        return ReportBatchAnswer()
 
-    def report_once(self, attempt_id: str, report: TaskReport) -> tuple[bool, ReportAnswer | None]:
-        """Send a report once: (answered, the answer or None when stale); not answered on errors and 5xx."""
-        response = self._try_post(messages.report_path(attempt_id), report)
-        if response is None or not (response.is_success or response.status_code in STALE_STATUSES):
-            return False, None
-        return True, _report_answer(attempt_id, response)
+    def deliver_reports(self, node_id: str, batch: ReportBatch) -> ReportBatchAnswer | None:
+        """Send reports until answered (backing off between tries); None when retries ran out or the client stopped."""
+        tries = 0
+        while not self.stop.is_set():
+            tries += 1
+            answer = self.send_reports(node_id, batch)
+            if answer is not None:
+                return answer
+            if self._report_retry.attempts is not None and tries >= self._report_retry.attempts:
+                break
+            if self._sleep(self._report_retry.delay(tries)):
+                break
+        return None
 
     def coordinated(self, attempt_id: str, result: Coordinated) -> None:
         """Tell the controller how an instance's coordination command ended (retried until answered)."""
@@ -188,17 +205,6 @@ class ControllerClient:
         if not response.is_success and response.status_code not in STALE_STATUSES:
             log.warning("POST %s answered %s: %s", path, response.status_code, response.text[:200])
         return response
-
-
-def _report_answer(attempt_id: str, response: httpx.Response | None) -> ReportAnswer | None:
-    """The controller's answer to a report; None when there was none or the attempt is stale."""
-    if response is None or response.status_code in STALE_STATUSES:
-        log.warning("attempt %s: report not accepted (%s)", attempt_id, _status(response))
-        return None
-    try:
-        return ReportAnswer.model_validate_json(response.content)
-    except ValidationError:
-        return ReportAnswer(accepted=True)
 
 
 def _status(response: httpx.Response | None) -> str:

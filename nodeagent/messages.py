@@ -53,14 +53,14 @@ def node_queue(node_id: str) -> str:
     return f"batchyard.node.{node_id}"
 
 
-def claim_path(attempt_id: str) -> str:
-    """Controller path an agent posts to claim an attempt."""
-    return f"{AGENT_API_PREFIX}/attempts/{attempt_id}/claim"
+def claims_path(node_id: str) -> str:
+    """Controller path an agent posts to claim the attempts offered to it."""
+    return f"{AGENT_API_PREFIX}/nodes/{node_id}/claims"
 
 
-def report_path(attempt_id: str) -> str:
-    """Controller path an agent posts an attempt's outcome to."""
-    return f"{AGENT_API_PREFIX}/attempts/{attempt_id}/report"
+def reports_path(node_id: str) -> str:
+    """Controller path an agent posts the outcomes of its attempts to."""
+    return f"{AGENT_API_PREFIX}/nodes/{node_id}/reports"
 
 
 def heartbeat_path(node_id: str) -> str:
@@ -118,13 +118,19 @@ class WireModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class Dispatch(WireModel):
-    """The Celery payload: attempt `attempt_id` of a task is offered to `node_id`."""
+class Offer(WireModel):
+    """Attempt `attempt_id` of a task, offered to a node."""
 
     attempt_id: str
     job_id: str
     task_id: str
+
+
+class Dispatch(WireModel):
+    """The Celery payload: the attempts one scheduling pass offered to `node_id`."""
+
     node_id: str
+    offers: list[Offer] = Field(min_length=1)
 
 
 class ResourceFileSpec(WireModel):
@@ -270,9 +276,22 @@ AttemptSpec.model_rebuild()
 
 
 class ClaimRequest(WireModel):
-    """Body of a claim: the node that asks."""
+    """Body of a call about one attempt: the node that asks."""
 
     node_id: str
+
+
+class ClaimBatch(WireModel):
+    """Body of a claim: the offered attempts the node takes."""
+
+    attempt_ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class ClaimAnswer(WireModel):
+    """The attempts the node now runs (their specs) and those it was refused (still or no longer offered)."""
+
+    specs: list[AttemptSpec] = Field(default_factory=list)
+    refused: list[str] = Field(default_factory=list)
 
 
 FailureCategory = Literal["usererror", "servererror"]
@@ -332,6 +351,31 @@ class ReportAnswer(WireModel):
 
     accepted: bool
     reason: str = ""
+
+
+class AttemptReport(WireModel):
+    """One attempt's report in a batch."""
+
+    attempt_id: str
+    report: TaskReport
+
+
+class ReportBatch(WireModel):
+    """Body of a report call: the outcomes of several attempts of one node.
+
+    With `refill`, the controller places queued tasks on the slots the reports freed
+    right away and claims them for the node: the answer carries their specs.
+    """
+
+    reports: list[AttemptReport] = Field(min_length=1, max_length=1000)
+    refill: bool = False
+
+
+class ReportBatchAnswer(WireModel):
+    """The answer to each report, by attempt id, and the attempts claimed for the node to run next."""
+
+    answers: dict[str, ReportAnswer] = Field(default_factory=dict)
+    specs: list[AttemptSpec] = Field(default_factory=list)
 
 
 class StartTaskSpec(WireModel):
@@ -396,6 +440,8 @@ class NodeHeartbeat(WireModel):
     start_task: StartTaskReport | None = None
     container_runtime: str | None = None
     """`docker` or `podman` when the node can run container tasks."""
+    claims_in_flight: bool = False
+    """A claim call was unanswered when this heartbeat was built: `running_attempts` may lack its attempts."""
 
 
 NodeCommand = Literal["reboot", "leave"]

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,14 +47,56 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+class ClaimOrder:
+    """Keeps heartbeats and claims apart, so that a heartbeat lists every attempt claimed before it is read.
+
+    Claims may overlap one another. A heartbeat waits (up to its patience) until none is unanswered,
+    and no claim starts from its building to its answer; a heartbeat that stopped waiting says that a
+    claim was unanswered, and the controller then confirms no stop from its list.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._claims = 0
+        self._beating = False
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Around a call that may claim attempts and the registering of what it claimed."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._beating)
+            self._claims += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._claims -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def heartbeat(self, patience: float) -> Iterator[bool]:
+        """Around building and sending a heartbeat; yields True when a claim was still unanswered."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._claims == 0 and not self._beating, timeout=patience)
+            in_flight = self._claims > 0
+            self._beating = True
+        try:
+            yield in_flight
+        finally:
+            with self._changed:
+                self._beating = False
+                self._changed.notify_all()
+
+
 class RunningAttempts:
-    """Thread-safe registry of the attempts between their claim and their end."""
+    """Thread-safe registry of the attempts between their claim and their end (their report delivered)."""
 
     def __init__(self, watcher: ProcessWatcher | None = None) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._handles: dict[str, AttemptHandle] = {}
         self._watcher = watcher
+        self.order = ClaimOrder()
 
     def add(self, attempt_id: str) -> AttemptHandle | None:
         """Register an attempt; None when it is already running here."""
@@ -63,6 +106,11 @@ class RunningAttempts:
             handle = AttemptHandle(attempt_id)
             self._handles[attempt_id] = handle
             return handle
+
+    def handle(self, attempt_id: str) -> AttemptHandle | None:
+        """The registered attempt's handle, if it is registered."""
+        with self._lock:
+            return self._handles.get(attempt_id)
 
     def remove(self, attempt_id: str) -> None:
         """Forget an attempt that ended."""

@@ -14,7 +14,6 @@ def register(app: Celery, runtime: AgentRuntime) -> None:
     """Register the run-attempt task on `app`, bound to `runtime`."""
 
     @app.task(name=RUN_ATTEMPT_TASK, ignore_result=True, acks_late=False)
-    def run_attempt(dispatch: dict[str, Any]) -> dict[str, Any] | None:
-        """Claim and run the dispatched attempt; the report sent, if any."""
-        report = runtime.handle_dispatch(dispatch)
-        return None if report is None else report.model_dump(mode="json")
+    def run_attempt(dispatch: dict[str, Any]) -> list[str]:
+        """Claim the dispatched attempts and start those claimed on the agent's slots; their ids."""
+        return runtime.handle_dispatch(dispatch)

@@ -9,20 +9,20 @@ from controller.api.common import context, param
 from controller.api.responses import json_response
 from controller.api.validation import parse_model
 from controller.services import agents, jobtasks
-from nodeagent.messages import ClaimRequest, Coordinated, JobTaskReport, NodeHeartbeat, TaskReport
+from nodeagent.messages import ClaimBatch, Coordinated, JobTaskReport, NodeHeartbeat, ReportBatch
 
 
-async def claim(request: Request) -> Response:
-    """POST /agent/v1/attempts/{attemptId}/claim."""
-    body = parse_model(await request.body(), ClaimRequest)
-    spec = await agents.claim(context(request), param(request, "attempt_id"), body.node_id)
-    return json_response(spec.model_dump(mode="json"))
+async def claims(request: Request) -> Response:
+    """POST /agent/v1/nodes/{nodeId}/claims: take offered attempts."""
+    body = parse_model(await request.body(), ClaimBatch)
+    answer = await agents.claim_all(context(request), param(request, "node_id"), body.attempt_ids)
+    return json_response(answer.model_dump(mode="json"))
 
 
-async def report(request: Request) -> Response:
-    """POST /agent/v1/attempts/{attemptId}/report."""
-    body = parse_model(await request.body(), TaskReport)
-    answer = await agents.report(context(request), param(request, "attempt_id"), body)
+async def reports(request: Request) -> Response:
+    """POST /agent/v1/nodes/{nodeId}/reports: attempts' outcomes, answered with the next attempts to run."""
+    body = parse_model(await request.body(), ReportBatch)
+    answer = await agents.report_all(context(request), param(request, "node_id"), body)
     return json_response(answer.model_dump(mode="json"))
 
 

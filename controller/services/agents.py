@@ -23,6 +23,7 @@ from controller.store import reads
 from controller.store.transitions import AttemptFinish, Heartbeat
 from nodeagent.messages import (
     AttemptSpec,
+    ClaimAnswer,
     Coordinated,
     FailureInfo,
     GangState,
@@ -30,6 +31,8 @@ from nodeagent.messages import (
     NodeCommand,
     NodeHeartbeat,
     ReportAnswer,
+    ReportBatch,
+    ReportBatchAnswer,
     TaskReport,
     TaskStats,
 )
@@ -49,20 +52,34 @@ def stale(reason: str) -> Conflict:
     return Conflict(f"The attempt is no longer current: {reason}", code="AttemptNotCurrent")
 
 
-async def claim(ctx: Context, attempt_id: str, node_id: str) -> AttemptSpec:
-    """Claim an offered attempt for `node_id`; 409 when it is not (or no longer) claimable."""
+async def claim_all(ctx: Context, node_id: str, attempt_ids: list[str]) -> ClaimAnswer:
+    """Claim offered attempts for `node_id`: the specs of those it now runs, the ids of those refused."""
+    answer = ClaimAnswer()
+    pools: dict[str, Record | None] = {}
+    for attempt_id in attempt_ids:
+        spec = await _claim(ctx, attempt_id, node_id, pools)
+        if spec is None:
+            answer.refused.append(attempt_id)
+        else:
+            answer.specs.append(spec)
+    return answer
+
+
+async def _claim(ctx: Context, attempt_id: str, node_id: str, pools: dict[str, Record | None]) -> AttemptSpec | None:
+    """Claim one attempt and build its spec (pool records cached in `pools`); None when refused."""
     lease = _ms(ctx.settings.lease_seconds)
     ok, detail = await ctx.transitions.claim(attempt_id, node_id, iso(now()), lease, new_etag())
     if not ok:
         log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
-        raise stale(detail)
+        return None
     task, job, attempt = await reads.records(
         ctx.redis, [detail, ctx.keys.job(ctx.keys.job_key_of_task(detail)), ctx.keys.attempt(attempt_id)]
     )
     if not task or not job:
-        raise stale("the task is gone")
-    pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
-    spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pool)
+        return None
+    if job["pool"] not in pools:
+        pools[job["pool"]] = await load(ctx.redis, ctx.keys.pool(job["pool"]))
+    spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pools[job["pool"]])
     if attempt.get("gang"):
         spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})
     return spec
@@ -112,8 +129,30 @@ def accumulated_stats(previous: str, report: TaskReport) -> str:
     return TaskStats.model_validate(summed).model_dump_json()
 
 
+async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBatchAnswer:
+    """Apply each report; with `refill`, place queued tasks on the freed slots at once and claim them for the node."""
+    answer = ReportBatchAnswer()
+    for item in batch.reports:
+        try:
+            if item.report.node_id != node_id:
+                raise stale("the report names another node")
+            answer.answers[item.attempt_id] = await report(ctx, item.attempt_id, item.report)
+        except Conflict as refusal:
+            answer.answers[item.attempt_id] = ReportAnswer(accepted=False, reason=refusal.message)
+    if batch.refill and ctx.refill is not None:
+        offered = await ctx.refill(node_id)
+        if offered:
+            claimed = await claim_all(ctx, node_id, offered)
+            answer = answer.model_copy(update={"specs": claimed.specs})
+    await ctx.wake_scheduler()
+    return answer
+
+
 async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswer:
-    """Apply an attempt's outcome if the attempt is still the task's current one; else 409."""
+    """Apply an attempt's outcome if the attempt is still the task's current one; else 409.
+
+    The caller wakes the scheduler for the slot it freed.
+    """
     attempt = await load(ctx.redis, ctx.keys.attempt(attempt_id))
     task = await load(ctx.redis, attempt["task"]) if attempt else None
     if attempt is None or task is None:
@@ -136,7 +175,6 @@ async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswe
         await end_with_manager(ctx, task["job"])
     if decision.mode == "completed" and actions.job_action != "none":
         await apply_job_action(ctx, task["job"], actions.job_action)
-    await ctx.wake_scheduler()
     return ReportAnswer(accepted=True)
 
 
@@ -156,6 +194,7 @@ def _heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbeat:
         start_task=start_task,
         runtime=body.container_runtime or "",
         config_version=body.pool_config_version,
+        claims_in_flight=body.claims_in_flight,
     )
 
 

@@ -71,6 +71,7 @@ class Heartbeat:
     start_task: str = ""
     runtime: str = ""
     config_version: str = ""
+    claims_in_flight: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Transitions:
         keys.append(k.node_attempts(beat.node_id))
         args: list[Any] = [beat.node_id, beat.pool_key, beat.pool_id, now, now_ms, lease_expiry_ms, beat.slots]
         args += [beat.file_url, beat.ip, beat.version, beat.boot, etag, beat.state, beat.start_task, beat.runtime]
-        args += [beat.config_version, *beat.attempt_keys]
+        args += [beat.config_version, "1" if beat.claims_in_flight else "0", *beat.attempt_keys]
         command, count, *rest = cast(list[Any], await self._run("heartbeat", keys, args))
         return BeatResult(str(command), list(rest[: int(count)]), list(rest[int(count) :]))
 

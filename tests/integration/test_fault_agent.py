@@ -25,7 +25,7 @@ from nodeagent.errors import ControllerUnavailable
 from nodeagent.fencing import Fence, fence_window
 from nodeagent.guard import Guard
 from nodeagent.identity import IdentityResolver
-from nodeagent.messages import HeartbeatAnswer, NodeHeartbeat, TaskReport
+from nodeagent.messages import AttemptReport, HeartbeatAnswer, NodeHeartbeat, ReportBatch, TaskReport
 from nodeagent.running import RunningAttempts
 from nodeagent.settings import AgentSettings
 from nodeagent.testing import FakeBlobStore, make_attempt_spec
@@ -124,21 +124,19 @@ def test_an_agent_that_cannot_renew_kills_its_attempt_and_does_not_report_it(tmp
     )
     try:
         agent.on_heartbeat_answer(HeartbeatAnswer(lease_seconds=1.0))
-        worker = threading.Thread(target=agent.handle_dispatch, args=({**dispatch("a1")},))
         started = time.monotonic()
-        worker.start()
+        assert agent.handle_dispatch(dispatch("a1")) == ["a1"]
         agent.fence.start()
-        worker.join(timeout=10)
+        wait_until(lambda: agent.running.ids() == [])
         # The window is 0.8 s after the last answer; the 5 s kill grace is not waited for.
         assert time.monotonic() - started < 3.0
-        assert not worker.is_alive()
         assert controller.reports == {}
     finally:
         agent.stop()
 
 
-def dispatch(attempt_id: str) -> dict[str, str]:
-    return {"attempt_id": attempt_id, "job_id": "job-1", "task_id": "task-1", "node_id": "node-1"}
+def dispatch(attempt_id: str) -> dict[str, object]:
+    return {"node_id": "node-1", "offers": [{"attempt_id": attempt_id, "job_id": "job-1", "task_id": "task-1"}]}
 
 
 # --- the guard ----------------------------------------------------------------------------------------
@@ -204,13 +202,10 @@ def test_a_command_stops_every_attempt_and_the_worker_once(tmp_path: Path) -> No
         shutdown_worker=lambda: shutdowns.append(1),
     )
     try:
-        worker = threading.Thread(target=agent.handle_dispatch, args=(dispatch("a1"),))
-        worker.start()
-        wait_until(lambda: agent.running.ids() == ["a1"])
+        assert agent.handle_dispatch(dispatch("a1")) == ["a1"]
         agent.on_heartbeat_answer(HeartbeatAnswer(command="reboot"))
         agent.on_heartbeat_answer(HeartbeatAnswer(command="leave"))
-        worker.join(timeout=10)
-        assert not worker.is_alive()
+        wait_until(lambda: agent.running.ids() == [])
         assert (agent.exit_action, shutdowns, controller.reports) == ("reboot", [1], {})
     finally:
         agent.stop()
@@ -248,7 +243,7 @@ def test_pending_reports_are_retried_at_once_when_the_controller_answers_again()
     answers = iter([503, 200])
 
     def handle(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(next(answers), json={"accepted": True})
+        return httpx.Response(next(answers), json={"answers": {"a1": {"accepted": True}}})
 
     client = ControllerClient(
         "http://controller",
@@ -257,8 +252,9 @@ def test_pending_reports_are_retried_at_once_when_the_controller_answers_again()
         report_retry=RetryPolicy(attempts=None, first_delay=60.0),
     )
     report = TaskReport(node_id="n1", outcome="exited", exit_code=0, end_time="2026-01-01T00:00:00Z")
+    batch = ReportBatch(reports=[AttemptReport(attempt_id="a1", report=report)])
     result: list[object] = []
-    sender = threading.Thread(target=lambda: result.append(client.report("a1", report)))
+    sender = threading.Thread(target=lambda: result.append(client.deliver_reports("n1", batch)))
     started = time.monotonic()
     sender.start()
     time.sleep(0.3)
@@ -299,10 +295,11 @@ def test_a_fenced_agent_claims_nothing(tmp_path: Path) -> None:
     try:
         agent.on_heartbeat_answer(HeartbeatAnswer(lease_seconds=0.5))
         time.sleep(0.5)
-        assert agent.handle_dispatch(dispatch("a1")) is None
+        assert agent.handle_dispatch(dispatch("a1")) == []
         assert controller.reports == {}
         agent.on_heartbeat_answer(HeartbeatAnswer(lease_seconds=30.0))
-        assert agent.handle_dispatch(dispatch("a1")) is not None
+        assert agent.handle_dispatch(dispatch("a1")) == ["a1"]
+        wait_until(lambda: "a1" in controller.reports)
     finally:
         agent.stop()
 

@@ -158,6 +158,20 @@ async def test_a_stopping_attempt_keeps_its_task_running_until_its_node_confirms
     assert await store.redis.hget(store.keys.node("n1"), "used") == "0"
 
 
+async def test_a_heartbeat_built_while_a_claim_was_unanswered_confirms_no_stop(store: Transitions) -> None:
+    # Given a running attempt that the controller asks its node to stop
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store, slots=1)
+    attempt_key = store.keys.attempt(await _running(store, task_key))
+    assert await store.stopping(attempt_key)
+    # When a heartbeat without it says a claim was unanswered as it was built
+    unsure = Heartbeat("n1", "p", "p", 1, "u", "127.0.0.1", "1", NOW, [], claims_in_flight=True)
+    beat = await store.heartbeat(unsure, NOW, 0, 0, "0x3")
+    # Then the stop is not confirmed: the node may run the attempt it had just claimed
+    assert beat.stopped == []
+    assert await store.redis.hget(attempt_key, "state") == "stopping"
+
+
 async def test_a_report_from_a_stopping_attempt_is_refused(store: Transitions) -> None:
     (task_key,) = await _job_with_tasks(store, 1)
     await _node(store, slots=1)

@@ -5,14 +5,15 @@
 --       8 file server URL, 9 ip, 10 agent version, 11 boot time (ISO), 12 etag,
 --       13 readiness state ("idle" when ready, else starting | waitingforstarttask | starttaskfailed),
 --       14 start task info (JSON or ""), 15 container runtime, 16 applied pool config version,
---       then the attempt hash keys it runs.
+--       17 "1" when a claim of the node was unanswered as it built the heartbeat (its list may lack
+--       attempts it just claimed, so no stop is confirmed), then the attempt hash keys it runs.
 -- Returns {command ("" | "reboot" | "leave"), n, the n attempt keys it should no longer run...,
 --          then the keys of its stopping attempts it no longer runs (their stop is confirmed)}.
 local node = KEYS[1]
 local now, ready = ARGV[4], ARGV[13]
 if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
-  local all = {'leave', #ARGV - 16}
-  for i = 17, #ARGV do all[#all + 1] = ARGV[i] end
+  local all = {'leave', #ARGV - 17}
+  for i = 18, #ARGV do all[#all + 1] = ARGV[i] end
   return all
 end
 local starting = {starting = true, waitingforstarttask = true, starttaskfailed = true, unknown = true}
@@ -34,7 +35,7 @@ local command = redis.call('HGET', node, 'command') or ''
 if command == 'reboot' then redis.call('HDEL', node, 'command') end
 local result = {command, 0}
 local listed = {}
-for i = 17, #ARGV do
+for i = 18, #ARGV do
   local attempt = ARGV[i]
   listed[attempt] = true
   local astate = redis.call('HGET', attempt, 'state')
@@ -46,6 +47,7 @@ for i = 17, #ARGV do
   end
 end
 result[2] = #result - 2
+if ARGV[17] == '1' then return result end
 for _, attempt in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   if not listed[attempt] and redis.call('HGET', attempt, 'state') == 'stopping' then
     result[#result + 1] = attempt

@@ -17,7 +17,7 @@ import redis
 from celery import Celery
 
 from batchyard.client import BatchClient
-from nodeagent.messages import RUN_ATTEMPT_TASK, Dispatch, node_queue
+from nodeagent.messages import RUN_ATTEMPT_TASK, Dispatch, Offer, node_queue
 from tests.support.faultstack import POOL_ID, FaultStack, fault_stack
 from tests.support.history import (
     ProcessWatch,
@@ -139,7 +139,7 @@ def test_s12_an_offer_delivered_twice_and_to_both_nodes_runs_once(
         add_tasks(client, JOB, [task_body("t1", recorded_command(events, 2), marker)])
         attempt, owner = offered_attempt(stack, JOB, "t1")
         other = "f-2" if owner == "f-1" else "f-1"
-        mine = Dispatch(attempt_id=attempt, job_id=JOB, task_id="t1", node_id=owner)
+        mine = Dispatch(node_id=owner, offers=[Offer(attempt_id=attempt, job_id=JOB, task_id="t1")])
         theirs = mine.model_copy(update={"node_id": other})
         publish(stack, [(mine, owner), (mine, owner), (mine, other), (theirs, other)])
     finally:

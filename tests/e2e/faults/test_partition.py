@@ -103,7 +103,7 @@ def test_s7_partition_longer_than_the_lease_requeues_fences_and_refuses_the_late
         wait_started(events, "a", 2, 30)
         release(events, "a")
         tasks = wait_tasks(client, JOB, ["a", "b"], 60)
-        late = "report not accepted (409)"
+        late = "controller refused the report: The attempt is no longer current"
         wait_for(lambda: late in stack.log_text("p-1"), 30, "p-1 to deliver b's late report")
         checked = check_invariants(tasks, events, watch)
         check_s7(stack, client, tasks, checked.started("a"), checked.finished("a"), checked.finished("b"))

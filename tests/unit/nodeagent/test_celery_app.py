@@ -72,6 +72,6 @@ def test_task_is_registered_by_name_and_runs_the_dispatch(settings: AgentSetting
     app = create_app(settings, runtime)
     task = app.tasks[RUN_ATTEMPT_TASK]
     # When the task is called with a dispatch for another node
-    result = task(dispatch={"attempt_id": "a", "job_id": "j", "task_id": "t", "node_id": "other"})
+    result = task(dispatch={"node_id": "other", "offers": [{"attempt_id": "a", "job_id": "j", "task_id": "t"}]})
     # Then it is dropped quietly
-    assert result is None
+    assert result == []

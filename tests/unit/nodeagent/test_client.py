@@ -8,7 +8,7 @@ import httpx
 
 from nodeagent import messages
 from nodeagent.client import ControllerClient, RetryPolicy
-from nodeagent.messages import NodeHeartbeat, TaskReport
+from nodeagent.messages import AttemptReport, ClaimAnswer, NodeHeartbeat, ReportBatch, TaskReport
 from nodeagent.testing import make_attempt_spec
 
 SECRET = "s3cret"
@@ -39,17 +39,18 @@ def signature_ok(request: httpx.Request) -> bool:
     return messages.signatures_match(expected, request.headers[messages.SIGNATURE_HEADER])
 
 
-def test_claim_is_signed_and_returns_the_spec() -> None:
+def test_claim_is_signed_and_returns_the_specs() -> None:
     seen: list[httpx.Request] = []
     spec = make_attempt_spec(attempt_id="a1")
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, content=spec.model_dump_json())
+        return httpx.Response(200, content=ClaimAnswer(specs=[spec], refused=["a2"]).model_dump_json())
 
-    assert client_for(handler).claim("a1", "node-1") == spec
-    assert seen[0].url.path == messages.claim_path("a1")
-    assert json.loads(seen[0].content) == {"node_id": "node-1"}
+    answer = client_for(handler).claim_all("node-1", ["a1", "a2"])
+    assert (answer.specs, answer.refused) == ([spec], ["a2"])
+    assert seen[0].url.path == messages.claims_path("node-1")
+    assert json.loads(seen[0].content) == {"attempt_ids": ["a1", "a2"]}
     assert signature_ok(seen[0])
 
 
@@ -60,47 +61,69 @@ def test_signature_covers_a_controller_path_prefix() -> None:
         seen.append(request)
         return httpx.Response(409)
 
-    client_for(handler, base="http://controller:8080/batch/").claim("a1", "n")
-    assert seen[0].url.path == "/batch" + messages.claim_path("a1")
+    client_for(handler, base="http://controller:8080/batch/").claim_all("n", ["a1"])
+    assert seen[0].url.path == "/batch" + messages.claims_path("n")
     assert signature_ok(seen[0])
 
 
-def test_claim_conflict_means_drop() -> None:
+def test_claim_conflict_refuses_every_attempt() -> None:
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
         return httpx.Response(409)
 
-    assert client_for(handler).claim("a1", "n") is None
+    assert client_for(handler).claim_all("n", ["a1", "a2"]).refused == ["a1", "a2"]
     assert calls == [1]
 
 
-def test_claim_network_errors_retry_a_few_times_then_drop() -> None:
+def test_claim_network_errors_retry_a_few_times_then_refuse() -> None:
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
         raise httpx.ConnectError("refused", request=request)
 
-    assert client_for(handler).claim("a1", "n") is None
+    assert client_for(handler).claim_all("n", ["a1"]).refused == ["a1"]
     assert len(calls) == 3
 
 
-def test_report_retries_until_answered() -> None:
-    answers = iter([httpx.Response(503), httpx.Response(500), httpx.Response(200, json={"accepted": True})])
+def batch() -> ReportBatch:
     report = TaskReport(node_id="n", outcome="exited", exit_code=0, end_time=datetime.now(UTC))
-    answer = client_for(lambda request: next(answers)).report("a1", report)
-    assert answer is not None and answer.accepted
+    return ReportBatch(reports=[AttemptReport(attempt_id="a1", report=report)], refill=True)
 
 
-def test_report_stale_is_final() -> None:
-    report = TaskReport(node_id="n", outcome="exited", exit_code=0, end_time=datetime.now(UTC))
-    assert client_for(lambda request: httpx.Response(409)).report("a1", report) is None
+def test_reports_go_to_the_node_path_with_their_refill() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"answers": {"a1": {"accepted": True}}})
+
+    answer = client_for(handler).send_reports("n", batch())
+    assert answer is not None and answer.answers["a1"].accepted
+    assert seen[0].url.path == messages.reports_path("n") and signature_ok(seen[0])
+    assert json.loads(seen[0].content)["refill"] is True
 
 
-def test_report_stops_when_the_client_stops() -> None:
-    report = TaskReport(node_id="n", outcome="exited", exit_code=0, end_time=datetime.now(UTC))
+def test_reports_are_retried_until_answered() -> None:
+    answers = iter([httpx.Response(503), httpx.Response(500), httpx.Response(200, json={"answers": {}})])
+    assert client_for(lambda request: next(answers)).deliver_reports("n", batch()) is not None
+
+
+def test_reports_refused_as_a_whole_are_not_retried() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(400)
+
+    answer = client_for(handler).deliver_reports("n", batch())
+    assert answer is not None and answer.answers == {}
+    assert calls == [1]
+
+
+def test_report_retries_stop_when_the_client_stops() -> None:
     client: ControllerClient
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -108,7 +131,7 @@ def test_report_stops_when_the_client_stops() -> None:
         return httpx.Response(500)
 
     client = client_for(handler, report_tries=None)
-    assert client.report("a1", report) is None
+    assert client.deliver_reports("n", batch()) is None
 
 
 def test_heartbeat_returns_the_answer() -> None:
