@@ -24,6 +24,7 @@ still fails the attempt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -82,6 +83,12 @@ def unprivileged() -> RunAs:
     """The identity an attempt holds before its own is resolved: `nobody` for a root agent, else the agent's."""
     if os.geteuid() != 0:
         return current_user()
+    return _nobody()
+
+
+@functools.cache
+def _nobody() -> RunAs:
+    """The `nobody` account (looked up once: the system account does not change while the agent runs)."""
     entry = lookup("nobody")
     if entry is None:
         return RunAs(uid=NOBODY_UID, gid=NOBODY_UID, groups=(), home="/nonexistent", username="nobody")

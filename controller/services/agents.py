@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import cast
 
 from controller.context import Context
@@ -22,7 +22,6 @@ from controller.services.records import load
 from controller.store import reads
 from controller.store.transitions import AttemptFinish, Heartbeat
 from nodeagent.messages import (
-    AttemptSpec,
     ClaimAnswer,
     Coordinated,
     FailureInfo,
@@ -54,35 +53,32 @@ def stale(reason: str) -> Conflict:
 
 async def claim_all(ctx: Context, node_id: str, attempt_ids: list[str]) -> ClaimAnswer:
     """Claim offered attempts for `node_id`: the specs of those it now runs, the ids of those refused."""
-    answer = ClaimAnswer()
-    pools: dict[str, Record | None] = {}
-    for attempt_id in attempt_ids:
-        spec = await _claim(ctx, attempt_id, node_id, pools)
-        if spec is None:
-            answer.refused.append(attempt_id)
-        else:
-            answer.specs.append(spec)
-    return answer
-
-
-async def _claim(ctx: Context, attempt_id: str, node_id: str, pools: dict[str, Record | None]) -> AttemptSpec | None:
-    """Claim one attempt and build its spec (pool records cached in `pools`); None when refused."""
     lease = _ms(ctx.settings.lease_seconds)
-    ok, detail = await ctx.transitions.claim(attempt_id, node_id, iso(now()), lease, new_etag())
-    if not ok:
-        log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
-        return None
-    task, job, attempt = await reads.records(
-        ctx.redis, [detail, ctx.keys.job(ctx.keys.job_key_of_task(detail)), ctx.keys.attempt(attempt_id)]
-    )
-    if not task or not job:
-        return None
-    if job["pool"] not in pools:
-        pools[job["pool"]] = await load(ctx.redis, ctx.keys.pool(job["pool"]))
-    spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pools[job["pool"]])
-    if attempt.get("gang"):
-        spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})
-    return spec
+    results = await ctx.transitions.claim_all(attempt_ids, node_id, iso(now()), lease, new_etag())
+    answer = ClaimAnswer()
+    claimed: list[tuple[str, str]] = []
+    for attempt_id, (ok, detail) in zip(attempt_ids, results, strict=True):
+        if ok:
+            claimed.append((attempt_id, detail))
+        else:
+            log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
+            answer.refused.append(attempt_id)
+    keys = ctx.keys
+    wanted = [(task, keys.job(keys.job_key_of_task(task)), keys.attempt(attempt_id)) for attempt_id, task in claimed]
+    loaded = await reads.records(ctx.redis, [key for triple in wanted for key in triple])
+    pools: dict[str, Record | None] = {}
+    for index, (attempt_id, _) in enumerate(claimed):
+        task, job, attempt = loaded[3 * index : 3 * index + 3]
+        if not task or not job:
+            answer.refused.append(attempt_id)
+            continue
+        if job["pool"] not in pools:
+            pools[job["pool"]] = await load(ctx.redis, keys.pool(job["pool"]))
+        spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pools[job["pool"]])
+        if attempt.get("gang"):
+            spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})
+        answer.specs.append(spec)
+    return answer
 
 
 async def coordinated(ctx: Context, attempt_id: str, body: Coordinated) -> None:
@@ -129,16 +125,42 @@ def accumulated_stats(previous: str, report: TaskReport) -> str:
     return TaskStats.model_validate(summed).model_dump_json()
 
 
+@dataclass(frozen=True)
+class Ending:
+    """One reported attempt's end as decided, before the store applies it."""
+
+    attempt_id: str
+    task: Record
+    finish: AttemptFinish
+    job_action: str
+
+
 async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBatchAnswer:
-    """Apply each report; with `refill`, place queued tasks on the freed slots at once and claim them for the node."""
+    """Apply each report; with `refill`, place queued tasks on the freed slots at once and claim them for the node.
+
+    The attempts and tasks are read in two round trips and the ends applied in one pipeline, each end a
+    compare-and-set of its own: a report of an attempt that is no longer its task's current one is refused.
+    """
+    keys = ctx.keys
     answer = ReportBatchAnswer()
-    for item in batch.reports:
+    attempts = await reads.records(ctx.redis, [keys.attempt(item.attempt_id) for item in batch.reports])
+    tasks = await reads.records(ctx.redis, [attempt.get("task") or keys.attempt("") for attempt in attempts])
+    endings: list[Ending] = []
+    for item, attempt, task in zip(batch.reports, attempts, tasks, strict=True):
         try:
             if item.report.node_id != node_id:
                 raise stale("the report names another node")
-            answer.answers[item.attempt_id] = await report(ctx, item.attempt_id, item.report)
+            if not attempt or not task:
+                raise stale("unknown attempt")
+            if item.report.outcome == "job_preparation_failed":
+                answer.answers[item.attempt_id] = await _unprepared(ctx, attempt, task, node_id)
+            else:
+                endings.append(_ending(ctx, item.attempt_id, item.report, attempt["task"], task))
         except Conflict as refusal:
             answer.answers[item.attempt_id] = ReportAnswer(accepted=False, reason=refusal.message)
+    results = await ctx.transitions.finish_all([(ending.attempt_id, ending.finish) for ending in endings])
+    for ending, (ok, detail) in zip(endings, results, strict=True):
+        answer.answers[ending.attempt_id] = await _ended(ctx, ending, ok, detail)
     if batch.refill and ctx.refill is not None:
         offered = await ctx.refill(node_id)
         if offered:
@@ -148,33 +170,30 @@ async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBa
     return answer
 
 
-async def report(ctx: Context, attempt_id: str, body: TaskReport) -> ReportAnswer:
-    """Apply an attempt's outcome if the attempt is still the task's current one; else 409.
-
-    The caller wakes the scheduler for the slot it freed.
-    """
-    attempt = await load(ctx.redis, ctx.keys.attempt(attempt_id))
-    task = await load(ctx.redis, attempt["task"]) if attempt else None
-    if attempt is None or task is None:
-        raise stale("unknown attempt")
-    if body.outcome == "job_preparation_failed":
-        return await _unprepared(ctx, attempt, task, body.node_id)
+def _ending(ctx: Context, attempt_id: str, body: TaskReport, task_key: str, task: Record) -> Ending:
+    """What the attempt's report means for its task: completion or a retry, and the exit options that apply."""
     stamp = iso(now())
     decision = end_of_attempt(body, int(task.get("retries", "0")), int(task.get("max_retries", "0")), stamp)
     conditions = json.loads(task.get("spec", "{}")).get("exitConditions")
     actions = exit_actions(conditions, body.outcome, body.exit_code)
     fields = {**decision.fields, "etag": new_etag(), "stats": accumulated_stats(task.get("stats", ""), body)}
-    job_key = ctx.keys.job_key_of_task(attempt["task"])
-    end = AttemptFinish(job_key, body.node_id, decision.mode, decision.result, stamp, new_etag(), fields)
-    ok, detail = await ctx.transitions.finish(attempt_id, replace(end, dependency_action=actions.dependency_action))
+    job_key = ctx.keys.job_key_of_task(task_key)
+    finish = AttemptFinish(job_key, body.node_id, decision.mode, decision.result, stamp, new_etag(), fields)
+    finish = replace(finish, dependency_action=actions.dependency_action)
+    return Ending(attempt_id, task, finish, actions.job_action if decision.mode == "completed" else "none")
+
+
+async def _ended(ctx: Context, ending: Ending, ok: bool, detail: str) -> ReportAnswer:
+    """After the store applied (or refused) an end: the job manager's and exit options' job actions, the answer."""
+    task = ending.task
     if not ok:
-        log.warning("report of attempt %s from node %s refused: %s", attempt_id, body.node_id, detail)
-        raise stale(detail)
-    log.info("attempt %s of %s/%s ended: %s", attempt_id, task["job"], task["id"], decision.mode)
-    if decision.mode == "completed" and task.get("jm") == "1" and task.get("kill_job") == "1":
+        log.warning("report of attempt %s from node %s refused: %s", ending.attempt_id, ending.finish.node_id, detail)
+        return ReportAnswer(accepted=False, reason=stale(detail).message)
+    log.info("attempt %s of %s/%s ended: %s", ending.attempt_id, task["job"], task["id"], ending.finish.mode)
+    if ending.finish.mode == "completed" and task.get("jm") == "1" and task.get("kill_job") == "1":
         await end_with_manager(ctx, task["job"])
-    if decision.mode == "completed" and actions.job_action != "none":
-        await apply_job_action(ctx, task["job"], actions.job_action)
+    if ending.job_action != "none":
+        await apply_job_action(ctx, task["job"], ending.job_action)
     return ReportAnswer(accepted=True)
 
 

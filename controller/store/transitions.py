@@ -108,6 +108,16 @@ class Transitions:
     async def _run(self, name: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
         return await self._scripts[name](keys=list(keys), args=[str(arg) for arg in args])
 
+    async def _run_each(self, name: str, calls: Sequence[tuple[Sequence[str], Iterable[Any]]]) -> list[Any]:
+        """Run one script once per (keys, args), pipelined: each run is atomic, the round trips are shared."""
+        if len(calls) == 1:
+            return [await self._run(name, *calls[0])]
+        script = self._scripts[name]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=list(keys), args=[str(arg) for arg in args], client=pipe)
+            return list(await pipe.execute())
+
     async def create(self, hash_key: str, index_key: str, member: str, fields: Mapping[str, str]) -> str | None:
         """Create an entity; None on success, else the id of the entity that already exists."""
         flat = [item for pair in fields.items() for item in pair]
@@ -165,21 +175,39 @@ class Transitions:
 
     async def claim(self, attempt_id: str, node_id: str, now: str, lease_expiry_ms: int, etag: str) -> tuple[bool, str]:
         """Claim an offered attempt; (True, task hash key) or (False, reason)."""
+        (result,) = await self.claim_all([attempt_id], node_id, now, lease_expiry_ms, etag)
+        return result
+
+    async def claim_all(
+        self, attempt_ids: Sequence[str], node_id: str, now: str, lease_expiry_ms: int, etag: str
+    ) -> list[tuple[bool, str]]:
+        """Claim offered attempts, each on its own; per attempt (True, task hash key) or (False, reason)."""
         k = self.keys
-        keys = [k.attempt(attempt_id), k.offers(), k.leases()]
-        status, detail = await self._run("claim", keys, [node_id, now, lease_expiry_ms, etag])
-        return status == "ok", detail
+        calls = [
+            ([k.attempt(attempt_id), k.offers(), k.leases()], [node_id, now, lease_expiry_ms, etag])
+            for attempt_id in attempt_ids
+        ]
+        return [(status == "ok", detail) for status, detail in await self._run_each("claim", calls)]
 
     async def finish(self, attempt_id: str, end: AttemptFinish) -> tuple[bool, str]:
         """Apply an attempt's end; (True, "job-completed" or "") or (False, reason)."""
+        (result,) = await self.finish_all([(attempt_id, end)])
+        return result
+
+    async def finish_all(self, ends: Sequence[tuple[str, AttemptFinish]]) -> list[tuple[bool, str]]:
+        """Apply several attempts' ends, each on its own.
+
+        Per attempt: (True, "job-completed" or "") or (False, reason).
+        """
         k = self.keys
-        job_key = end.job_key
-        keys = [k.attempt(attempt_id), k.leases(), k.job_dependency_states(job_key), k.job_dependents(job_key)]
-        keys += [k.job_task_prefix(job_key), k.terminating_jobs(), k.offers()]
-        flat = [item for pair in end.fields.items() for item in pair]
-        args = [end.node_id, end.mode, end.result, end.now, end.etag, end.dependency_action, *flat]
-        status, detail = await self._run("finish", keys, args)
-        return status == "ok", detail
+        calls = []
+        for attempt_id, end in ends:
+            job_key = end.job_key
+            keys = [k.attempt(attempt_id), k.leases(), k.job_dependency_states(job_key), k.job_dependents(job_key)]
+            keys += [k.job_task_prefix(job_key), k.terminating_jobs(), k.offers()]
+            flat = [item for pair in end.fields.items() for item in pair]
+            calls.append((keys, [end.node_id, end.mode, end.result, end.now, end.etag, end.dependency_action, *flat]))
+        return [(status == "ok", detail) for status, detail in await self._run_each("finish", calls)]
 
     async def stop_attempt(
         self, attempt_key: str, only_if: str, action: str, now: str, etag: str, failure: str = ""

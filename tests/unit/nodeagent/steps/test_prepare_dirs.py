@@ -11,7 +11,7 @@ import pytest
 from nodeagent.errors import IdentityError
 from nodeagent.identity import IdentityResolver, UserNames
 from nodeagent.layout import NodeLayout
-from nodeagent.messages import UserIdentitySpec
+from nodeagent.messages import OutputFileSpec, UserIdentitySpec
 from nodeagent.steps import PrepareDirs
 from nodeagent.steps.base import RunDeps, Step, TaskContext
 from nodeagent.testing import FakeBlobStore, FakeReporter, make_attempt_spec, make_context
@@ -31,7 +31,18 @@ def test_creates_the_working_directory_and_fresh_logs(tmp_path: Path) -> None:
     PrepareDirs().run(ctx)
     assert ctx.dirs.wd.is_dir()
     assert ctx.dirs.stdout.read_text() == ""
-    assert ctx.dirs.upload_err.exists()
+    assert ctx.dirs.stderr.exists()
+
+
+def test_upload_logs_only_for_a_task_with_output_files(tmp_path: Path) -> None:
+    output = OutputFileSpec(file_pattern="*.txt", container_url="http://blob/c", upload_condition="taskcompletion")
+    with_outputs = make_context(tmp_path, make_attempt_spec(output_files=[output]))
+    PrepareDirs().run(with_outputs)
+    assert with_outputs.dirs.upload_out.read_text() == "" and with_outputs.dirs.upload_err.exists()
+    # A later attempt of a task without output files leaves none behind
+    without = make_context(tmp_path, make_attempt_spec())
+    PrepareDirs().run(without)
+    assert not without.dirs.upload_out.exists() and not without.dirs.upload_err.exists()
 
 
 def test_is_idempotent(tmp_path: Path) -> None:
