@@ -40,15 +40,6 @@ class Dispatcher:
     def __init__(self, app: Celery) -> None:
         self.app = app
 
-    def send(self, dispatch: Dispatch) -> None:
-        """Publish one offer to the node's queue (blocking)."""
-        self.app.send_task(
-            RUN_ATTEMPT_TASK,
-            kwargs={"dispatch": dispatch.model_dump(mode="json")},
-            queue=node_queue(dispatch.node_id),
-            ignore_result=True,
-        )
-
     def send_all(self, dispatches: list[Dispatch]) -> None:
         """Publish several offers over one connection (blocking)."""
         with self.app.producer_or_acquire() as producer:

@@ -357,11 +357,12 @@ class AgentRuntime:
                     self.settings.node_id,
                 )
             return None
+        offered = [offer.attempt_id for offer in dispatch.offers]
         if self.client.stop.is_set():
-            log.info("attempts %s: agent stopping, not claimed", dispatch.offers)
+            log.info("attempts %s: agent stopping, not claimed", offered)
             return None
         if self.fence.silence() > self.fence.window:
             # They would be fenced as soon as they started; the controller offers them again later.
-            log.warning("attempts %s: no heartbeat answered lately, not claimed", dispatch.offers)
+            log.warning("attempts %s: no heartbeat answered lately, not claimed", offered)
             return None
         return dispatch

@@ -69,9 +69,10 @@ class Reporter:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Send what is queued (once, spooling what is not answered) and end the sender thread."""
-        self._queue.put(None)
         with self._lock:
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)
         if thread is not None:
             thread.join(timeout)
 
