@@ -6,10 +6,8 @@ answered by the scheduler's leader carries the attempts that fill the slots it f
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +28,9 @@ from controller.services import agents
 from controller.services.jobs import create_job
 from controller.services.pools import create_pool
 from controller.services.tasks import add_tasks
-from controller.settings import ControllerSettings
 from controller.store.transitions import Heartbeat
 from nodeagent.messages import AttemptReport, Dispatch, ReportBatch, TaskReport
+from tests.support.controller import close_context, settings_for
 
 POOL = "calls"
 NODE = "calls-1"
@@ -51,17 +49,10 @@ class RecordingDispatcher(Dispatcher):
 
 @pytest.fixture
 async def ctx(redis_server: Any) -> AsyncIterator[Context]:
-    settings = ControllerSettings(
-        redis_url=redis_server.url,
-        key_prefix=f"calls-{uuid.uuid4().hex}",
-        account_key=base64.b64encode(b"k" * 32).decode(),
-        node_secret="secret",
-    )
-    built = build_context(settings)
+    built = build_context(settings_for(redis_server.url, "calls"))
     context = dataclasses.replace(built, dispatcher=RecordingDispatcher(built.dispatcher))
     yield context
-    await context.http.aclose()
-    await context.redis.aclose()
+    await close_context(context)
     context.dispatcher.close()
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,24 +12,16 @@ import pytest
 from controller.app import build_context
 from controller.context import Context
 from controller.scheduler import LEADER_TTL_MS, Scheduler
-from controller.settings import ControllerSettings
+from tests.support.controller import close_context, settings_for
 
 
 @pytest.fixture
 async def contexts(redis_server: Any) -> AsyncIterator[list[Context]]:
-    prefix = f"lead-{uuid.uuid4().hex}"
-    settings = ControllerSettings(
-        redis_url=redis_server.url,
-        key_prefix=prefix,
-        account_key=base64.b64encode(b"k" * 32).decode(),
-        node_secret="secret",
-        scheduler_tick_seconds=0.1,
-    )
+    settings = settings_for(redis_server.url, "lead", scheduler_tick_seconds=0.1)
     made = [build_context(settings) for _ in range(3)]
     yield made
     for context in made:
-        await context.http.aclose()
-        await context.redis.aclose()
+        await close_context(context)
 
 
 async def test_exactly_one_leader_and_a_new_one_within_seconds_after_it_dies(contexts: list[Context]) -> None:

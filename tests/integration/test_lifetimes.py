@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,22 +13,14 @@ from controller.context import Context
 from controller.schemas.jobs import JobCreate
 from controller.schemas.tasks import TaskCreate
 from controller.services import jobs, tasks
-from controller.settings import ControllerSettings
+from tests.support.controller import close_context, settings_for
 
 
 @pytest.fixture
 async def ctx(redis_server: Any) -> AsyncIterator[Context]:
-    settings = ControllerSettings(
-        redis_url=redis_server.url,
-        key_prefix=f"life-{uuid.uuid4().hex}",
-        account_key=base64.b64encode(b"k" * 32).decode(),
-        node_secret="secret",
-        task_lifetime_seconds=0.2,
-    )
-    context = build_context(settings)
+    context = build_context(settings_for(redis_server.url, "life", task_lifetime_seconds=0.2))
     yield context
-    await context.http.aclose()
-    await context.redis.aclose()
+    await close_context(context)
 
 
 async def test_tasks_past_their_lifetime_are_terminated(ctx: Context) -> None:
