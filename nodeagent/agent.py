@@ -210,13 +210,12 @@ class AgentRuntime:
             log.info("node %s: last heartbeat not answered: %s", self.settings.node_id, exc)
 
     def build_heartbeat(self) -> NodeHeartbeat:
-        """The heartbeat describing this node now."""
+        """The heartbeat describing this node now; the attempts it runs are listed as it is sent."""
         status = self.pool_config.status()
         return NodeHeartbeat(
             node_id=self.settings.node_id,
             pool_id=self.settings.pool_id,
             task_slots=self.settings.task_slots,
-            running_attempts=self.running.ids(),
             file_server_url=self.file_server_url,
             ip_address=self.settings.advertise_host,
             agent_version=__version__,

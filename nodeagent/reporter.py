@@ -16,7 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from nodeagent.client import ControllerClient
@@ -27,11 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
 """Most reports in one call."""
-
-
-@contextlib.contextmanager
-def _unordered() -> Iterator[None]:
-    yield
 
 
 class Reporter:
@@ -45,7 +40,7 @@ class Reporter:
         *,
         on_delivered: Callable[[str], None] = lambda _: None,
         on_next: Callable[[list[AttemptSpec]], object] | None = None,
-        claiming: Callable[[], AbstractContextManager[None]] = _unordered,
+        claiming: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self._client = client
         self._spool = spool
@@ -111,7 +106,7 @@ class Reporter:
     def send(self, reports: list[AttemptReport]) -> ReportBatchAnswer | None:
         """Deliver one batch (asking for the next attempts unless the agent is stopping); the answer, if any."""
         refill = self._on_next is not None and not self._client.stop.is_set()
-        with self._claiming() if refill else _unordered():
+        with self._claiming() if refill else contextlib.nullcontext():
             answer = self._client.send_reports(self._node_id, ReportBatch(reports=reports, refill=refill))
             if answer is not None and answer.specs and self._on_next is not None:
                 self._on_next(list(answer.specs))

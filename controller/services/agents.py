@@ -22,6 +22,7 @@ from controller.services.records import load
 from controller.store import reads
 from controller.store.transitions import AttemptFinish, Heartbeat
 from nodeagent.messages import (
+    AttemptSpec,
     ClaimAnswer,
     Coordinated,
     FailureInfo,
@@ -55,30 +56,36 @@ async def claim_all(ctx: Context, node_id: str, attempt_ids: list[str]) -> Claim
     """Claim offered attempts for `node_id`: the specs of those it now runs, the ids of those refused."""
     lease = _ms(ctx.settings.lease_seconds)
     results = await ctx.transitions.claim_all(attempt_ids, node_id, iso(now()), lease, new_etag())
-    answer = ClaimAnswer()
     claimed: list[tuple[str, str]] = []
+    refused: list[str] = []
     for attempt_id, (ok, detail) in zip(attempt_ids, results, strict=True):
         if ok:
             claimed.append((attempt_id, detail))
         else:
             log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
-            answer.refused.append(attempt_id)
+            refused.append(attempt_id)
+    built = await _specs(ctx, node_id, claimed)
+    return ClaimAnswer(specs=list(built.values()), refused=refused + [i for i, _ in claimed if i not in built])
+
+
+async def _specs(ctx: Context, node_id: str, claimed: list[tuple[str, str]]) -> dict[str, AttemptSpec]:
+    """The specs of claimed attempts (attempt id, task hash key), by attempt id; those whose task is gone left out."""
     keys = ctx.keys
     wanted = [(task, keys.job(keys.job_key_of_task(task)), keys.attempt(attempt_id)) for attempt_id, task in claimed]
     loaded = await reads.records(ctx.redis, [key for triple in wanted for key in triple])
     pools: dict[str, Record | None] = {}
+    built: dict[str, AttemptSpec] = {}
     for index, (attempt_id, _) in enumerate(claimed):
         task, job, attempt = loaded[3 * index : 3 * index + 3]
         if not task or not job:
-            answer.refused.append(attempt_id)
             continue
         if job["pool"] not in pools:
             pools[job["pool"]] = await load(ctx.redis, keys.pool(job["pool"]))
         spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pools[job["pool"]])
         if attempt.get("gang"):
             spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})
-        answer.specs.append(spec)
-    return answer
+        built[attempt_id] = spec
+    return built
 
 
 async def coordinated(ctx: Context, attempt_id: str, body: Coordinated) -> None:
@@ -141,33 +148,31 @@ async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBa
     The attempts and tasks are read in two round trips and the ends applied in one pipeline, each end a
     compare-and-set of its own: a report of an attempt that is no longer its task's current one is refused.
     """
-    keys = ctx.keys
-    answer = ReportBatchAnswer()
-    attempts = await reads.records(ctx.redis, [keys.attempt(item.attempt_id) for item in batch.reports])
-    tasks = await reads.records(ctx.redis, [attempt.get("task") or keys.attempt("") for attempt in attempts])
+    attempts = await reads.records(ctx.redis, [ctx.keys.attempt(item.attempt_id) for item in batch.reports])
+    task_keys = [attempt["task"] for attempt in attempts if attempt]
+    tasks = dict(zip(task_keys, await reads.records(ctx.redis, task_keys), strict=True))
+    answers: dict[str, ReportAnswer] = {}
     endings: list[Ending] = []
-    for item, attempt, task in zip(batch.reports, attempts, tasks, strict=True):
+    for item, attempt in zip(batch.reports, attempts, strict=True):
+        task = tasks.get(attempt.get("task", ""))
         try:
             if item.report.node_id != node_id:
                 raise stale("the report names another node")
             if not attempt or not task:
                 raise stale("unknown attempt")
             if item.report.outcome == "job_preparation_failed":
-                answer.answers[item.attempt_id] = await _unprepared(ctx, attempt, task, node_id)
+                answers[item.attempt_id] = await _unprepared(ctx, attempt, task, node_id)
             else:
                 endings.append(_ending(ctx, item.attempt_id, item.report, attempt["task"], task))
         except Conflict as refusal:
-            answer.answers[item.attempt_id] = ReportAnswer(accepted=False, reason=refusal.message)
+            answers[item.attempt_id] = ReportAnswer(accepted=False, reason=refusal.message)
     results = await ctx.transitions.finish_all([(ending.attempt_id, ending.finish) for ending in endings])
     for ending, (ok, detail) in zip(endings, results, strict=True):
-        answer.answers[ending.attempt_id] = await _ended(ctx, ending, ok, detail)
-    if batch.refill and ctx.refill is not None:
-        offered = await ctx.refill(node_id)
-        if offered:
-            claimed = await claim_all(ctx, node_id, offered)
-            answer = answer.model_copy(update={"specs": claimed.specs})
+        answers[ending.attempt_id] = await _ended(ctx, ending, ok, detail)
+    offered = await ctx.refill(node_id) if batch.refill and ctx.refill is not None else []
+    claimed = await claim_all(ctx, node_id, offered) if offered else ClaimAnswer()
     await ctx.wake_scheduler()
-    return answer
+    return ReportBatchAnswer(answers=answers, specs=claimed.specs)
 
 
 def _ending(ctx: Context, attempt_id: str, body: TaskReport, task_key: str, task: Record) -> Ending:

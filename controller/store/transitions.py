@@ -173,11 +173,6 @@ class Transitions:
         args.append(k.attempt(""))
         return cast(list[str], await self._run("offer_gang", keys, args))
 
-    async def claim(self, attempt_id: str, node_id: str, now: str, lease_expiry_ms: int, etag: str) -> tuple[bool, str]:
-        """Claim an offered attempt; (True, task hash key) or (False, reason)."""
-        (result,) = await self.claim_all([attempt_id], node_id, now, lease_expiry_ms, etag)
-        return result
-
     async def claim_all(
         self, attempt_ids: Sequence[str], node_id: str, now: str, lease_expiry_ms: int, etag: str
     ) -> list[tuple[bool, str]]:
@@ -188,11 +183,6 @@ class Transitions:
             for attempt_id in attempt_ids
         ]
         return [(status == "ok", detail) for status, detail in await self._run_each("claim", calls)]
-
-    async def finish(self, attempt_id: str, end: AttemptFinish) -> tuple[bool, str]:
-        """Apply an attempt's end; (True, "job-completed" or "") or (False, reason)."""
-        (result,) = await self.finish_all([(attempt_id, end)])
-        return result
 
     async def finish_all(self, ends: Sequence[tuple[str, AttemptFinish]]) -> list[tuple[bool, str]]:
         """Apply several attempts' ends, each on its own.

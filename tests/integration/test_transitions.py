@@ -43,6 +43,18 @@ async def _node(store: Transitions, node_id: str = "n1", slots: int = 2) -> None
     await store.heartbeat(beat, NOW, 0, 0, "0x1")
 
 
+async def claim(
+    store: Transitions, attempt_id: str, node_id: str, now: str, expiry: int, etag: str
+) -> tuple[bool, str]:
+    (result,) = await store.claim_all([attempt_id], node_id, now, expiry, etag)
+    return result
+
+
+async def finish(store: Transitions, attempt_id: str, end: AttemptFinish) -> tuple[bool, str]:
+    (result,) = await store.finish_all([(attempt_id, end)])
+    return result
+
+
 def _completed(etag: str, fields: dict[str, str], action: str = "satisfy") -> AttemptFinish:
     return AttemptFinish("job", "n1", "completed", "success", NOW, etag, fields, dependency_action=action)
 
@@ -50,7 +62,7 @@ def _completed(etag: str, fields: dict[str, str], action: str = "satisfy") -> At
 async def _running(store: Transitions, task_key: str, node_id: str = "n1") -> str:
     attempt_id = uuid.uuid4().hex
     assert await store.offer(node_id, "job", "p", 0, [Placement(task_key, attempt_id)]) == [attempt_id]
-    ok, _ = await store.claim(attempt_id, node_id, NOW, int(time.time() * 1000) + 60_000, "0x2")
+    ok, _ = await claim(store, attempt_id, node_id, NOW, int(time.time() * 1000) + 60_000, "0x2")
     assert ok
     return attempt_id
 
@@ -62,7 +74,7 @@ async def test_two_claims_of_one_attempt_only_one_wins(store: Transitions) -> No
     attempt_id = uuid.uuid4().hex
     await store.offer("n1", "job", "p", 0, [Placement(task_key, attempt_id)])
     # When the same dispatch is claimed twice at once
-    results = await asyncio.gather(*[store.claim(attempt_id, "n1", NOW, 1, "0x2") for _ in range(2)])
+    results = await asyncio.gather(*[claim(store, attempt_id, "n1", NOW, 1, "0x2") for _ in range(2)])
     # Then exactly one claim succeeds
     assert sorted(ok for ok, _ in results) == [False, True]
 
@@ -72,7 +84,7 @@ async def test_claim_from_another_node_is_refused(store: Transitions) -> None:
     await _node(store, "n1")
     attempt_id = uuid.uuid4().hex
     await store.offer("n1", "job", "p", 0, [Placement(task_key, attempt_id)])
-    ok, reason = await store.claim(attempt_id, "n2", NOW, 1, "0x2")
+    ok, reason = await claim(store, attempt_id, "n2", NOW, 1, "0x2")
     assert not ok and "another node" in reason
 
 
@@ -96,7 +108,7 @@ async def test_expired_lease_requeues_and_late_report_is_refused(store: Transiti
     task = await store.redis.hgetall(task_key)
     assert (outcome, task["state"], task["requeues"], task.get("retries", "0")) == ("queued", "active", "1", "0")
     assert await store.redis.zscore(store.keys.job_queue("job"), task_key) is not None
-    ok, _ = await store.finish(attempt_id, _completed("0x4", {"state": "completed"}))
+    ok, _ = await finish(store, attempt_id, _completed("0x4", {"state": "completed"}))
     assert not ok
     assert await store.redis.hget(task_key, "state") == "active"
 
@@ -105,7 +117,7 @@ async def test_finish_frees_slots_and_counts(store: Transitions) -> None:
     (task_key,) = await _job_with_tasks(store, 1, on_all_complete="terminatejob")
     await _node(store)
     attempt_id = await _running(store, task_key)
-    ok, detail = await store.finish(attempt_id, _completed("0x4", {"state": "completed"}))
+    ok, detail = await finish(store, attempt_id, _completed("0x4", {"state": "completed"}))
     job = await store.redis.hgetall(store.keys.job("job"))
     assert (ok, detail) == (True, "job-completed")
     assert (job["state"], job["reason"], job["n_succeeded"], job["n_running"]) == (
@@ -177,7 +189,7 @@ async def test_a_report_from_a_stopping_attempt_is_refused(store: Transitions) -
     await _node(store, slots=1)
     attempt_id = await _running(store, task_key)
     assert await store.stopping(store.keys.attempt(attempt_id))
-    ok, _ = await store.finish(attempt_id, _completed("0x3", {"exit_code": "0"}))
+    ok, _ = await finish(store, attempt_id, _completed("0x3", {"exit_code": "0"}))
     assert not ok
     assert await store.redis.hget(task_key, "state") == "running"
 
@@ -199,7 +211,7 @@ async def _queued(store: Transitions) -> list[str]:
 
 async def _complete(store: Transitions, task_key: str, action: str) -> None:
     attempt_id = await _running(store, task_key)
-    ok, _ = await store.finish(attempt_id, _completed("0x9", {"state": "completed"}, action))
+    ok, _ = await finish(store, attempt_id, _completed("0x9", {"state": "completed"}, action))
     assert ok
 
 
