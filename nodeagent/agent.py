@@ -3,8 +3,8 @@
 Besides the attempts, it runs four background threads: the heartbeat, the
 fence (`nodeagent.fencing`), the pool config applier (accounts, packages,
 start task) and the retention sweeper, and job release tasks when the
-controller asks for them (`nodeagent.jobtasks`), plus the guard process that kills the
-attempts' processes if the agent dies (`nodeagent.guard`). It obeys the node
+controller asks for them (`nodeagent.jobtasks`), plus the launcher process that starts
+every command and kills them if the agent dies (`nodeagent.launcher`). It obeys the node
 commands of heartbeat answers: `reboot` and `leave` stop every attempt
 (unreported) and shut the Celery worker down; `nodeagent.__main__` then
 re-executes the agent or exits 0.
@@ -32,10 +32,10 @@ from nodeagent.client import ControllerClient
 from nodeagent.errors import ControllerUnavailable
 from nodeagent.fencing import Fence
 from nodeagent.files import FileServer
-from nodeagent.guard import Guard
 from nodeagent.heartbeat import Heartbeat
 from nodeagent.identity import IdentityResolver
 from nodeagent.jobtasks import JobTasks
+from nodeagent.launcher import Launcher
 from nodeagent.layout import NodeLayout
 from nodeagent.messages import AttemptSpec, Dispatch, HeartbeatAnswer, NodeCommand, NodeHeartbeat, TaskReport
 from nodeagent.poolconfig import ApplyDeps, PoolConfigApplier
@@ -63,9 +63,9 @@ class AgentRuntime:
         *,
         client: ControllerClient | None = None,
         blob: BlobStore | None = None,
-        run_process: process.RunFunction = process.run,
+        run_process: process.RunFunction | None = None,
         identities: IdentityResolver | None = None,
-        guard: Guard | None = None,
+        launcher: Launcher | None = None,
         shutdown_worker: Callable[[], None] = terminate_worker,
     ) -> None:
         self.settings = settings
@@ -73,8 +73,10 @@ class AgentRuntime:
         self.client = client or ControllerClient(
             settings.controller_url, settings.node_secret, heartbeat_timeout=settings.heartbeat_timeout_seconds
         )
-        self.guard = guard or Guard()
-        self.running = RunningAttempts(self.guard)
+        self.launcher = launcher or Launcher()
+        """Starts every command the agent runs (unless `run_process` is given) and kills them if the agent dies."""
+        run_process = run_process or self.launcher.run
+        self.running = RunningAttempts()
         self.slots = ThreadPoolExecutor(max_workers=settings.task_slots, thread_name_prefix="slot")
         """Runs the attempts, each on a thread of its own, however they were claimed."""
         self.reporter = Reporter(
@@ -200,7 +202,7 @@ class AgentRuntime:
         self.retention.stop()
         self.files.stop()
         self.client.close()
-        self.guard.close()
+        self.launcher.close()
 
     def _last_heartbeat(self) -> None:
         """Tell the controller what still runs (usually nothing), confirming the stops it asked for."""

@@ -15,13 +15,10 @@ are unique per host in a cluster, but local stacks on one host (`batchyard up` o
 directories, concurrent test runs) all have a `local-1`, and one agent's start-up sweep of stale
 cgroups must never kill another agent's attempts.
 
-An attempt's process joins its cgroup before the command execs: the argv is
-wrapped as `/bin/sh -c ENTER_SCRIPT <count> <cgroup.procs...> <program> <args...>`,
-where the shell writes its own pid into each `cgroup.procs` and then execs the
-command with its arguments passed as positional parameters (never joined into a
-string, so no shell ever interprets the user's command line). When the task runs
-as another user on cgroup v2, where only a writer of the common ancestor may move
-a process, the agent moves the child right after it starts instead.
+An attempt's command is forked straight into its cgroup by the agent's launcher
+(`nodeagent.launcherd`), which moves itself into the attempt's cgroups around the
+fork and then back to its own: the cgroups the agent was started in, found at
+detection (`CgroupSupport.home`).
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -62,12 +59,6 @@ V1_CONTROLLERS = ("cpuacct", "memory", "blkio", "pids")
 V2_CONTROLLERS = ("cpu", "memory", "io")
 """The v2 controllers that must be available; `pids` is enabled too when present."""
 
-ENTER_SCRIPT = 'n=$0; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 126; shift; n=$((n - 1)); done; exec "$@"'
-"""Shell program that writes its pid into `$0` cgroup.procs files given as arguments, then execs the rest."""
-
-SHELL = "/bin/sh"
-"""The shell that runs ENTER_SCRIPT."""
-
 EMPTY_TIMEOUT_SECONDS = 5.0
 """How long the cgroup backstop waits for killed processes to leave before giving up."""
 
@@ -82,6 +73,8 @@ class CgroupSupport:
     version: CgroupVersion | None = None
     node_dirs: tuple[Path, ...] = ()
     """v2: `(<root>/batchyard/<node>,)`; v1: one per V1_CONTROLLERS entry."""
+    home: tuple[Path, ...] = ()
+    """The agent's own cgroup in the hierarchy of each of `node_dirs`."""
 
     @property
     def enabled(self) -> bool:
@@ -156,6 +149,10 @@ def _try_v2(root: Path, node: str) -> CgroupSupport:
         return NO_CGROUPS
     wanted = [*V2_CONTROLLERS, *(["pids"] if "pids" in available else [])]
     node_dir = root / GROUP_NAME / node
+    home = _home(root, own_cgroups().get(""))
+    if home is None:
+        log.info("cgroup v2 under %s is not usable: the agent's own cgroup is not there", root)
+        return NO_CGROUPS
     try:
         for directory in (root, root / GROUP_NAME, node_dir):
             directory.mkdir(exist_ok=True)
@@ -163,7 +160,26 @@ def _try_v2(root: Path, node: str) -> CgroupSupport:
     except OSError as exc:
         log.info("cgroup v2 under %s is not usable: %s", root, exc)
         return NO_CGROUPS
-    return CgroupSupport("v2", (node_dir,))
+    return CgroupSupport("v2", (node_dir,), (home,))
+
+
+def own_cgroups(proc_file: Path = Path("/proc/self/cgroup")) -> dict[str, str]:
+    """This process's cgroup path per controller; the cgroup v2 path under the key ""."""
+    paths: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in proc_file.read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                paths[controller] = path
+    return paths
+
+
+def _home(mount: Path, path: str | None) -> Path | None:
+    """The directory of cgroup `path` in the hierarchy mounted at `mount`; None when it is not there."""
+    if path is None:
+        return None
+    directory = mount / path.lstrip("/")
+    return directory if (directory / "cgroup.procs").is_file() else None
 
 
 def _enable_controllers(directory: Path, controllers: Iterable[str]) -> None:
@@ -177,6 +193,12 @@ def _enable_controllers(directory: Path, controllers: Iterable[str]) -> None:
 def _try_v1(root: Path, node: str) -> CgroupSupport:
     """v1 support when every controller in V1_CONTROLLERS is mounted and writable."""
     dirs = tuple(root / name / GROUP_NAME / node for name in V1_CONTROLLERS)
+    own = own_cgroups()
+    homes = [_home(root / name, own.get(name)) for name in V1_CONTROLLERS]
+    home = tuple(directory for directory in homes if directory is not None)
+    if len(home) != len(V1_CONTROLLERS):
+        log.info("cgroup v1 under %s is not usable: the agent's own cgroups are not all there", root)
+        return NO_CGROUPS
     try:
         for controller, directory in zip(V1_CONTROLLERS, dirs, strict=True):
             if not (root / controller / "cgroup.procs").is_file():
@@ -185,7 +207,7 @@ def _try_v1(root: Path, node: str) -> CgroupSupport:
     except OSError as exc:
         log.info("cgroup v1 under %s is not usable: %s", root, exc)
         return NO_CGROUPS
-    return CgroupSupport("v1", dirs)
+    return CgroupSupport("v1", dirs, home)
 
 
 @dataclass(frozen=True)
@@ -194,21 +216,22 @@ class AttemptCgroup:
 
     version: CgroupVersion
     dirs: tuple[Path, ...]
-    self_enter: bool = True
-    """Whether the process can write itself into `cgroup.procs` (else the agent moves it after start)."""
+    home: tuple[Path, ...] = ()
+    """The cgroup of the process that starts the command, in the hierarchy of each of `dirs`."""
 
     @property
     def procs_files(self) -> tuple[Path, ...]:
         """The `cgroup.procs` file of each directory."""
         return tuple(directory / "cgroup.procs" for directory in self.dirs)
 
-    def wrap(self, argv: Sequence[str]) -> tuple[str, ...]:
-        """`argv` preceded by the shell that joins this cgroup and then execs it."""
-        files = [str(path) for path in self.procs_files]
-        return (SHELL, "-c", ENTER_SCRIPT, str(len(files)), *files, *argv)
+    @property
+    def moves(self) -> list[tuple[Path, Path]]:
+        """Per hierarchy, the `cgroup.procs` to start the command in and the one its starter returns to."""
+        pairs = zip(self.dirs, self.home, strict=True)
+        return [(directory / "cgroup.procs", home / "cgroup.procs") for directory, home in pairs]
 
     def enter(self, pid: int) -> None:
-        """Move process `pid` into this cgroup (the agent's way when the process cannot)."""
+        """Move process `pid` into this cgroup."""
         for path in self.procs_files:
             path.write_text(str(pid))
 
@@ -278,12 +301,12 @@ def _rmdir(directory: Path) -> bool:
     return True
 
 
-def create(support: CgroupSupport, attempt_id: str, owner_uid: int | None = None) -> AttemptCgroup | None:
-    """A fresh cgroup for an attempt whose process runs as `owner_uid`; None when the node has no cgroups."""
+def create(support: CgroupSupport, attempt_id: str) -> AttemptCgroup | None:
+    """A fresh cgroup for an attempt; None when the node has no cgroups."""
     if support.version is None:
         return None
     name = check_name(attempt_id)
-    cgroup = AttemptCgroup(support.version, tuple(directory / name for directory in support.node_dirs))
+    cgroup = AttemptCgroup(support.version, tuple(directory / name for directory in support.node_dirs), support.home)
     try:
         for directory in cgroup.dirs:
             if directory.exists():
@@ -291,23 +314,11 @@ def create(support: CgroupSupport, attempt_id: str, owner_uid: int | None = None
                 AttemptCgroup(cgroup.version, (directory,)).kill()
                 _rmdir(directory)
             directory.mkdir()
-        return _hand_over(cgroup, owner_uid)
+        return cgroup
     except OSError as exc:
         log.warning("attempt %s: cannot create its cgroup, running without one: %s", attempt_id, exc)
         release(cgroup)
         return None
-
-
-def _hand_over(cgroup: AttemptCgroup, owner_uid: int | None) -> AttemptCgroup:
-    """Let a process running as `owner_uid` enter the cgroup itself where the kernel allows it."""
-    if owner_uid is None or owner_uid == os.geteuid():
-        return cgroup
-    if cgroup.version == "v2":
-        # v2 also requires write access to the common ancestor's cgroup.procs: the agent moves the child.
-        return AttemptCgroup(cgroup.version, cgroup.dirs, self_enter=False)
-    for path in cgroup.procs_files:
-        os.chown(path, owner_uid, -1)
-    return cgroup
 
 
 def release(cgroup: AttemptCgroup) -> None:

@@ -85,3 +85,9 @@ class UploadError(StepError):
     """An output file could not be uploaded (a file upload error)."""
 
     outcome: AttemptOutcome = "upload_error"
+
+
+class ProcessLost(StepError):
+    """A started command's end can no longer be known (the launcher that started it exited); it was killed."""
+
+    category: FailureCategory = "servererror"

@@ -1,11 +1,10 @@
 """The only module that starts processes.
 
 A command runs without a shell, in a new session (so in its own process group),
-with stdout and stderr written straight to files. A command that runs as
-another user starts through `setpriv`, which switches the identity right before
-exec: CPython can then start it with vfork instead of copying the agent's
-memory map with fork (only where `setpriv` is missing does Popen switch users
-itself, through fork). Stopping it sends SIGTERM to
+with stdout and stderr written straight to files. `run` starts it through a
+starter: the agent's launcher process (`nodeagent.launcher`), which forks it
+into its cgroup and identity with one exec, or, by default, `start_popen`
+here (used where no launcher runs: tools, tests). Stopping it sends SIGTERM to
 the group and to any descendant that left the group, waits a grace period, then
 sends SIGKILL the same way.
 
@@ -19,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import resource
 import select
-import shutil
 import signal
 import subprocess
 import threading
@@ -30,14 +27,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import psutil
 
-from nodeagent.errors import ProcessStartError
+from nodeagent.errors import ProcessLost, ProcessStartError
 
 if TYPE_CHECKING:
-    # Only a type here: identity imports the account tools, which run through this module.
+    # Only types here: both import the account tools, which run through this module.
+    from nodeagent.cgroups import AttemptCgroup
     from nodeagent.identity import RunAs
 
 log = logging.getLogger(__name__)
@@ -53,9 +51,6 @@ TOOL_NOT_FOUND = 127
 
 TOOL_TIMED_OUT = 124
 """Exit code `run_tool` returns when the program ran past its timeout (timeout(1)'s convention)."""
-
-SETPRIV = shutil.which("setpriv", path=TOOL_PATH)
-"""util-linux's setpriv, which switches uid, gid and groups and then execs; None where the host lacks it."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +69,8 @@ class ProcessSpec:
     on_start: Callable[[int], None] | None = field(default=None, compare=False)
     keep_group: bool = False
     """Leave what the command started in its process group running after it exits (it is stopped later)."""
+    cgroup: AttemptCgroup | None = None
+    """The cgroup the command runs in."""
 
 
 @dataclass(frozen=True)
@@ -107,45 +104,63 @@ RunFunction = Callable[[ProcessSpec], ProcessResult]
 """Signature of `run`, for code that receives it as a dependency."""
 
 
-@dataclass
-class _Exit:
-    """Raw wait status and resource usage of a reaped child."""
+@dataclass(frozen=True)
+class Exit:
+    """How a started process ended: its raw wait status and CPU times."""
 
     status: int
-    rusage: resource.struct_rusage
+    user_cpu_seconds: float
+    kernel_cpu_seconds: float
 
 
-def run(spec: ProcessSpec) -> ProcessResult:
+class Child(Protocol):
+    """A started process, as `run` follows it."""
+
+    @property
+    def pid(self) -> int:
+        """The process id (and process group id)."""
+
+    def wait(self, timeout: float | None) -> Exit | None:
+        """Its exit once it ended, waiting at most `timeout` seconds (None: until it ends).
+
+        Raises ProcessLost when its exit can no longer be known.
+        """
+
+
+Starter = Callable[[ProcessSpec], Child]
+"""Starts a process as a ProcessSpec says (`start_popen`, or the agent's launcher)."""
+
+
+def run(spec: ProcessSpec, start: Starter | None = None) -> ProcessResult:
     """Run a process to completion, timeout or cancellation, leaving none of its tree behind."""
+    if not spec.argv:
+        raise ProcessStartError("CommandLaunchFailed", "the command line is empty")
     started_at = datetime.now(UTC)
-    child = _start(spec)
+    child = (start or start_popen)(spec)
     if spec.on_start is not None:
         spec.on_start(child.pid)
     deadline = None if spec.timeout is None else time.monotonic() + max(spec.timeout, 0.0)
-    reaped, timed_out, cancelled = _wait(child, spec, deadline)
-    if reaped is None:
-        reaped = _stop(child, spec.kill_grace)
-    elif not spec.keep_group:
+    try:
+        ended, timed_out, cancelled = _wait(child, spec, deadline)
+        if ended is None:
+            ended = _stop(child, spec.kill_grace)
+    except ProcessLost:
+        signal_tree(child.pid, signal.SIGKILL, _descendants(child.pid))
+        raise
+    if not spec.keep_group:
         # Whatever the command left running in its group is stopped with it.
         signal_tree(child.pid, signal.SIGKILL, descendants=())
-    return _result(reaped, started_at, timed_out, cancelled)
+    return _result(ended, started_at, timed_out, cancelled)
 
 
-def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
-    """Start the process, mapping start failures to ProcessStartError."""
-    if not spec.argv:
-        raise ProcessStartError("CommandLaunchFailed", "the command line is empty")
+def start_popen(spec: ProcessSpec) -> Child:
+    """Start the process from this one with subprocess; a cgroup is entered right after the start."""
     switch = spec.run_as is not None and spec.run_as.uid != os.getuid()
     run_as = spec.run_as if switch else None
-    argv = list(spec.argv)
-    if run_as is not None and SETPRIV is not None:
-        argv = switch_identity_argv(SETPRIV, run_as, resolve_program(argv[0], spec.env.get("PATH", ""), spec.cwd))
-        argv += spec.argv[1:]
-        run_as = None
     try:
         with open(spec.stdout_path, "wb") as out, open(spec.stderr_path, "wb") as err:
-            return subprocess.Popen(
-                argv,
+            popen = subprocess.Popen(
+                list(spec.argv),
                 cwd=spec.cwd,
                 env=dict(spec.env),
                 stdin=subprocess.DEVNULL,
@@ -157,54 +172,67 @@ def _start(spec: ProcessSpec) -> subprocess.Popen[bytes]:
                 group=None if run_as is None else run_as.gid,
                 extra_groups=None if run_as is None else list(run_as.groups),
             )
-    except FileNotFoundError as exc:
-        if exc.filename is not None and str(exc.filename) not in (spec.argv[0], os.fsdecode(spec.argv[0])):
-            raise ProcessStartError("CommandLaunchFailed", f"cannot start {spec.argv[0]!r}: {exc}") from exc
-        raise ProcessStartError("CommandProgramNotFound", f"program {spec.argv[0]!r} was not found") from exc
     except OSError as exc:
-        raise ProcessStartError("CommandLaunchFailed", f"cannot start {spec.argv[0]!r}: {exc}") from exc
+        raise start_error(spec.argv[0], exc) from exc
+    if spec.cgroup is not None:
+        try:
+            spec.cgroup.enter(popen.pid)
+        except OSError as exc:
+            log.warning("cgroup %s: cannot move process %s into it: %s", spec.cgroup.dirs[0], popen.pid, exc)
+    return _PopenChild(popen)
 
 
-def switch_identity_argv(setpriv: str, run_as: RunAs, program: str) -> list[str]:
-    """`setpriv` arguments that become `run_as` (uid, gid, exactly its supplementary groups) and exec `program`."""
-    groups = f"--groups={','.join(str(gid) for gid in run_as.groups)}" if run_as.groups else "--clear-groups"
-    return [setpriv, f"--reuid={run_as.uid}", f"--regid={run_as.gid}", groups, "--", program]
+def start_error(program: str, exc: OSError) -> ProcessStartError:
+    """The launch failure an OSError of starting `program` means."""
+    missing = isinstance(exc, FileNotFoundError) and exc.filename is not None
+    if missing and str(exc.filename) in (program, os.fsdecode(program)):
+        return ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
+    return ProcessStartError("CommandLaunchFailed", f"cannot start {program!r}: {exc}")
 
 
-def resolve_program(program: str, search_path: str, cwd: Path) -> str:
-    """The program to exec, checked to exist; raised as the launch failure otherwise.
+class _PopenChild:
+    """A child of this process: waited for with a pidfd where the kernel has them, reaped with wait4."""
 
-    A path is made absolute against `cwd`. A bare name is returned as it is, once some directory of
-    `search_path` has it: the exec that runs it (as the task's user) searches the path itself, passing
-    over directories that user cannot reach, as execvp does.
-    """
-    if "/" in program:
-        candidate = str(cwd / program)
-        if not os.path.isfile(candidate):
-            raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
-        if not os.access(candidate, os.X_OK):
-            raise ProcessStartError("CommandLaunchFailed", f"cannot start {program!r}: permission denied")
-        return candidate
-    if shutil.which(program, path=search_path) is None:
-        raise ProcessStartError("CommandProgramNotFound", f"program {program!r} was not found")
-    return program
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.watch = _ExitWatch(popen.pid)
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        return self.popen.pid
+
+    def wait(self, timeout: float | None) -> Exit | None:
+        """Reap the child if it exits within `timeout` seconds."""
+        ended = self._reap(block=timeout is None)
+        if ended is None and timeout:
+            self.watch.wait(timeout)
+            ended = self._reap(block=False)
+        return ended
+
+    def _reap(self, *, block: bool) -> Exit | None:
+        pid, status, rusage = os.wait4(self.popen.pid, 0 if block else os.WNOHANG)
+        if pid == 0:
+            return None
+        # Tell Popen the child is gone so it never waits on a reused pid.
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        self.watch.close()
+        return Exit(status, rusage.ru_utime, rusage.ru_stime)
 
 
-def _wait(child: subprocess.Popen[bytes], spec: ProcessSpec, deadline: float | None) -> tuple[_Exit | None, bool, bool]:
+def _wait(child: Child, spec: ProcessSpec, deadline: float | None) -> tuple[Exit | None, bool, bool]:
     """Wait for exit, the deadline or cancellation; returns (exit or None, timed_out, cancelled)."""
-    with _ExitWatch(child.pid) as watch:
-        while True:
-            reaped = _reap(child, block=False)
-            if reaped is not None:
-                return reaped, False, False
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                log.info("process %s: wall-clock limit reached, stopping its process group", child.pid)
-                return None, True, False
-            if spec.cancel is not None and spec.cancel.is_set():
-                log.info("process %s: cancelled, stopping its process group", child.pid)
-                return None, False, True
-            watch.wait(POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - now))
+    ended = child.wait(0)
+    while ended is None:
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            log.info("process %s: wall-clock limit reached, stopping its process group", child.pid)
+            return None, True, False
+        if spec.cancel is not None and spec.cancel.is_set():
+            log.info("process %s: cancelled, stopping its process group", child.pid)
+            return None, False, True
+        ended = child.wait(POLL_SECONDS if deadline is None else min(POLL_SECONDS, deadline - now))
+    return ended, False, False
 
 
 class _ExitWatch:
@@ -214,19 +242,17 @@ class _ExitWatch:
     """
 
     def __init__(self, pid: int) -> None:
-        self.pid = pid
         self.fd: int | None = None
         self.poller = select.poll()
-
-    def __enter__(self) -> _ExitWatch:
         with contextlib.suppress(OSError, AttributeError):
-            self.fd = os.pidfd_open(self.pid)
+            self.fd = os.pidfd_open(pid)
             self.poller.register(self.fd, select.POLLIN)
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def close(self) -> None:
+        """Release the pidfd."""
         if self.fd is not None:
             os.close(self.fd)
+            self.fd = None
 
     def wait(self, timeout: float) -> None:
         """Return when the child has exited or after `timeout` seconds."""
@@ -236,34 +262,16 @@ class _ExitWatch:
             self.poller.poll(max(timeout, 0.0) * 1000)
 
 
-def _reap(child: subprocess.Popen[bytes], *, block: bool) -> _Exit | None:
-    """Reap the child with wait4 (for its CPU times); None while it still runs."""
-    pid, status, rusage = os.wait4(child.pid, 0 if block else os.WNOHANG)
-    if pid == 0:
-        return None
-    # Tell Popen the child is gone so it never waits on a reused pid.
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return _Exit(status=status, rusage=rusage)
-
-
-def _stop(child: subprocess.Popen[bytes], grace: float) -> _Exit:
+def _stop(child: Child, grace: float) -> Exit:
     """SIGTERM the tree, wait up to `grace` seconds, SIGKILL what is left, and reap the child."""
     descendants = _descendants(child.pid)
     signal_tree(child.pid, signal.SIGTERM, descendants)
-    deadline = time.monotonic() + grace
-    reaped = _reap(child, block=False)
-    while reaped is None and time.monotonic() < deadline:
-        time.sleep(POLL_SECONDS)
-        reaped = _reap(child, block=False)
+    ended = child.wait(max(grace, 0.0))
     signal_tree(child.pid, signal.SIGKILL, descendants + _descendants(child.pid))
-    return reaped if reaped is not None else _reap_blocking(child)
-
-
-def _reap_blocking(child: subprocess.Popen[bytes]) -> _Exit:
-    """Reap a child that was sent SIGKILL."""
-    reaped = _reap(child, block=True)
-    assert reaped is not None
-    return reaped
+    if ended is None:
+        ended = child.wait(None)
+    assert ended is not None
+    return ended
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -291,10 +299,9 @@ def kill_group(pgid: int) -> None:
     signal_tree(pgid, signal.SIGKILL, _descendants(pgid))
 
 
-def _result(reaped: _Exit, started_at: datetime, timed_out: bool, cancelled: bool) -> ProcessResult:
+def _result(ended: Exit, started_at: datetime, timed_out: bool, cancelled: bool) -> ProcessResult:
     """Turn a wait status into a ProcessResult."""
-    code = os.waitstatus_to_exitcode(reaped.status)
-    rusage = reaped.rusage
+    code = os.waitstatus_to_exitcode(ended.status)
     return ProcessResult(
         exit_code=code if code >= 0 else None,
         signal=-code if code < 0 else None,
@@ -302,8 +309,8 @@ def _result(reaped: _Exit, started_at: datetime, timed_out: bool, cancelled: boo
         cancelled=cancelled,
         started_at=started_at,
         ended_at=datetime.now(UTC),
-        user_cpu_seconds=rusage.ru_utime,
-        kernel_cpu_seconds=rusage.ru_stime,
+        user_cpu_seconds=ended.user_cpu_seconds,
+        kernel_cpu_seconds=ended.kernel_cpu_seconds,
     )
 
 

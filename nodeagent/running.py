@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from nodeagent import process
 
@@ -24,16 +23,6 @@ class AttemptHandle:
     cancel: threading.Event = field(default_factory=threading.Event)
     pgid: int | None = None
     fenced: bool = False
-
-
-class ProcessWatcher(Protocol):
-    """Told when an attempt's process group starts and ends (the guard that kills them if the agent dies)."""
-
-    def watch(self, pid: int) -> None:
-        """A group started."""
-
-    def forget(self, pid: int) -> None:
-        """A group ended."""
 
 
 def group_alive(pgid: int) -> bool:
@@ -91,11 +80,10 @@ class ClaimOrder:
 class RunningAttempts:
     """Thread-safe registry of the attempts between their claim and their end (their report delivered)."""
 
-    def __init__(self, watcher: ProcessWatcher | None = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._handles: dict[str, AttemptHandle] = {}
-        self._watcher = watcher
         self.order = ClaimOrder()
 
     def add(self, attempt_id: str) -> AttemptHandle | None:
@@ -115,22 +103,15 @@ class RunningAttempts:
     def remove(self, attempt_id: str) -> None:
         """Forget an attempt that ended."""
         with self._changed:
-            handle = self._handles.pop(attempt_id, None)
+            self._handles.pop(attempt_id, None)
             self._changed.notify_all()
-        if handle is not None and handle.pgid is not None and self._watcher is not None:
-            self._watcher.forget(handle.pgid)
 
     def set_process(self, attempt_id: str, pgid: int) -> None:
         """Remember the process group of an attempt's command."""
         with self._lock:
             handle = self._handles.get(attempt_id)
-            if handle is None:
-                return
-            previous, handle.pgid = handle.pgid, pgid
-        if self._watcher is not None:
-            if previous is not None:
-                self._watcher.forget(previous)
-            self._watcher.watch(pgid)
+            if handle is not None:
+                handle.pgid = pgid
 
     def ids(self) -> list[str]:
         """Ids of the running attempts."""

@@ -1,8 +1,8 @@
 """RunCommandLine: run the task's command line (directly or in a container) and record how it ended.
 
-The process joins the attempt's cgroup before the command execs (see
-`nodeagent.cgroups`); after it ends, whatever is left in the cgroup is killed,
-its usage is read into `ctx.usage`, and the cgroup is removed. Without cgroups
+The process starts in the attempt's cgroup (see `nodeagent.cgroups`); after it
+ends, whatever is left in the cgroup is killed, its usage is read into
+`ctx.usage`, and the cgroup is removed. Without cgroups
 the usage comes from the process's rusage and a sampler of its process tree.
 """
 
@@ -22,10 +22,17 @@ from typing import ClassVar
 from nodeagent import cgroups, container, diskspace
 from nodeagent.cgroups import AttemptCgroup, ResourceUsage, TreeSampler
 from nodeagent.container import ContainerRuntime, RunRequest
-from nodeagent.errors import AttemptAbandoned, CommandFailed, ProcessStartError, StepError, WallClockExceeded
+from nodeagent.errors import (
+    AttemptAbandoned,
+    CommandFailed,
+    ProcessLost,
+    ProcessStartError,
+    StepError,
+    WallClockExceeded,
+)
 from nodeagent.layout import task_environment
 from nodeagent.messages import ContainerSpec, FailureCategory
-from nodeagent.process import ProcessResult, ProcessSpec, resolve_program
+from nodeagent.process import ProcessResult, ProcessSpec
 from nodeagent.steps.base import TaskContext
 
 log = logging.getLogger(__name__)
@@ -89,23 +96,20 @@ class RunCommandLine:
 
     def _run_measured(self, ctx: TaskContext, launch: Launch) -> ProcessResult:
         """Run the launch inside the attempt's cgroup (or under the sampler), recording the usage."""
-        cgroup = cgroups.create(ctx.deps.cgroups, ctx.attempt_id, ctx.run_as.uid)
+        cgroup = cgroups.create(ctx.deps.cgroups, ctx.attempt_id)
         sampler = TreeSampler() if cgroup is None else None
         try:
-            argv = launch.argv
-            if cgroup is not None and cgroup.self_enter:
-                # The wrapper shell would report a missing program as exit 127: find it first, as exec would.
-                program = resolve_program(argv[0], launch.env.get("PATH", ""), ctx.dirs.wd)
-                argv = cgroup.wrap((program, *argv[1:]))
-            return ctx.deps.run_process(self._process_spec(ctx, argv, launch.env, cgroup, sampler))
+            return ctx.deps.run_process(self._process_spec(ctx, launch, cgroup, sampler))
+        except ProcessLost as exc:
+            log.warning("attempt %s: %s; the attempt is given up", ctx.attempt_id, exc.message)
+            raise AttemptAbandoned(ctx.attempt_id) from exc
         finally:
             ctx.usage = collect_usage(cgroup, sampler)
 
     def _process_spec(
         self,
         ctx: TaskContext,
-        argv: tuple[str, ...],
-        env: dict[str, str],
+        launch: Launch,
         cgroup: AttemptCgroup | None,
         sampler: TreeSampler | None,
     ) -> ProcessSpec:
@@ -113,17 +117,15 @@ class RunCommandLine:
 
         def started(pid: int) -> None:
             ctx.process_started = True
-            if cgroup is not None and not cgroup.self_enter:
-                _enter_after_start(cgroup, pid)
             if sampler is not None:
                 sampler.start(pid)
             if ctx.deps.on_process_start is not None:
                 ctx.deps.on_process_start(ctx.attempt_id, pid)
 
         return ProcessSpec(
-            argv=argv,
+            argv=launch.argv,
             cwd=ctx.dirs.wd,
-            env=env,
+            env=launch.env,
             stdout_path=ctx.dirs.stdout,
             stderr_path=ctx.dirs.stderr,
             timeout=remaining_seconds(ctx),
@@ -131,15 +133,8 @@ class RunCommandLine:
             run_as=ctx.run_as,
             cancel=ctx.cancel,
             on_start=started,
+            cgroup=cgroup,
         )
-
-
-def _enter_after_start(cgroup: AttemptCgroup, pid: int) -> None:
-    """Move a just-started child into its cgroup (when it could not enter by itself)."""
-    try:
-        cgroup.enter(pid)
-    except OSError as exc:
-        log.warning("cgroup %s: cannot move process %s into it: %s", cgroup.dirs[0], pid, exc)
 
 
 def collect_usage(cgroup: AttemptCgroup | None, sampler: TreeSampler | None) -> ResourceUsage:

@@ -1,4 +1,4 @@
-"""The agent's own defences, with real processes: self-fencing, the guard that outlives a killed agent,
+"""The agent's own defences, with real processes: self-fencing, the launcher that outlives a killed agent,
 node commands, and the controller client's bounded heartbeats and early retries."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,11 +22,12 @@ from nodeagent import cgroups
 from nodeagent.__main__ import restart_argv
 from nodeagent.agent import AgentRuntime
 from nodeagent.client import ControllerClient, RetryPolicy
-from nodeagent.errors import ControllerUnavailable
+from nodeagent.errors import ControllerUnavailable, ProcessLost
 from nodeagent.fencing import Fence, fence_window
-from nodeagent.guard import Guard
 from nodeagent.identity import IdentityResolver
+from nodeagent.launcher import Launcher
 from nodeagent.messages import AttemptReport, HeartbeatAnswer, NodeHeartbeat, ReportBatch, TaskReport
+from nodeagent.process import ProcessSpec
 from nodeagent.running import RunningAttempts
 from nodeagent.settings import AgentSettings
 from nodeagent.testing import FakeBlobStore, make_attempt_spec
@@ -139,50 +141,95 @@ def dispatch(attempt_id: str) -> dict[str, object]:
     return {"node_id": "node-1", "offers": [{"attempt_id": attempt_id, "job_id": "job-1", "task_id": "task-1"}]}
 
 
-# --- the guard ----------------------------------------------------------------------------------------
+# --- the launcher -------------------------------------------------------------------------------------
 
 
-def test_closing_the_guard_kills_watched_groups_and_spares_forgotten_ones(sleeper: subprocess.Popen[bytes]) -> None:
-    spared = subprocess.Popen(["/bin/sleep", "60"], start_new_session=True)
+def tree_spec(tmp_path: Path) -> ProcessSpec:
+    """`sleep 60` with a child of its own, as attempts run; its pid written to stdout."""
+    return ProcessSpec(
+        argv=("/bin/sh", "-c", "echo $$; sleep 60 & sleep 60"),
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        stdout_path=tmp_path / "out",
+        stderr_path=tmp_path / "err",
+    )
+
+
+def run_in_thread(launcher: Launcher, spec: ProcessSpec) -> tuple[threading.Thread, list[BaseException]]:
+    """Run `spec` through `launcher` on a thread of its own; what it raised lands in the list."""
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            launcher.run(spec)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+def started_tree(out: Path) -> list[int]:
+    """The pids of the tree `tree_spec` started, once all three run."""
+    wait_until(lambda: out.exists() and out.read_text().strip().isdigit())
+    leader = int(out.read_text())
+    wait_until(lambda: len(psutil.Process(leader).children()) == 2)
+    return [leader, *(child.pid for child in psutil.Process(leader).children())]
+
+
+def test_closing_the_launcher_kills_the_commands_it_runs(tmp_path: Path) -> None:
+    launcher = Launcher()
+    thread, raised = run_in_thread(launcher, tree_spec(tmp_path))
+    tree = started_tree(tmp_path / "out")
+    launcher.close()
+    thread.join(timeout=10)
+    wait_until(lambda: not any(alive(pid) for pid in tree), timeout=5)
+    assert [type(exc) for exc in raised] == [ProcessLost]
+
+
+def test_a_killed_launcher_costs_its_commands_and_the_next_start_gets_a_new_one(tmp_path: Path) -> None:
+    # Given a command running through the launcher
+    launcher = Launcher()
     try:
-        guard = Guard()
-        guard.watch(sleeper.pid)
-        guard.watch(spared.pid)
-        guard.forget(spared.pid)
-        children = psutil.Process(sleeper.pid).children()
-        guard.close()
-        sleeper.wait(timeout=5)
-        wait_until(lambda: not any(alive(child.pid) for child in children))
-        assert spared.poll() is None
+        thread, raised = run_in_thread(launcher, tree_spec(tmp_path))
+        tree = started_tree(tmp_path / "out")
+        first = launcher.pid
+        assert first is not None
+        # When the launcher is killed
+        os.kill(first, signal.SIGKILL)
+        thread.join(timeout=10)
+        # Then the command's end is lost, its tree is killed, and a new launcher starts the next command
+        assert [type(exc) for exc in raised] == [ProcessLost]
+        wait_until(lambda: not any(alive(pid) for pid in tree), timeout=5)
+        spec = replace(tree_spec(tmp_path), argv=("/bin/sh", "-c", "exit 4"))
+        assert launcher.run(spec).exit_code == 4
+        assert launcher.pid not in (None, first)
     finally:
-        spared.kill()
-        spared.wait()
+        launcher.close()
 
 
 AGENT_STAND_IN = """
-import subprocess, sys, time
-from nodeagent.guard import Guard
-child = subprocess.Popen(["/bin/sh", "-c", "sleep 60 & sleep 60"], start_new_session=True)
-guard = Guard()
-guard.watch(child.pid)
-print(child.pid, flush=True)
-time.sleep(60)
+import sys, threading
+from pathlib import Path
+from nodeagent.launcher import Launcher
+from nodeagent.process import ProcessSpec
+out = Path(sys.argv[1])
+spec = ProcessSpec(argv=("/bin/sh", "-c", "echo $$; sleep 60 & sleep 60"), cwd=out.parent,
+                   env={"PATH": "/usr/bin:/bin"}, stdout_path=out, stderr_path=out.parent / "err")
+Launcher().run(spec)
 """
 
 
-def test_the_guard_kills_the_attempts_of_an_agent_killed_with_sigkill() -> None:
-    stand_in = subprocess.Popen([sys.executable, "-c", AGENT_STAND_IN], stdout=subprocess.PIPE)
-    assert stand_in.stdout is not None
-    with stand_in.stdout:
-        leader = int(stand_in.stdout.readline())
-    wait_until(lambda: len(psutil.Process(leader).children()) == 2)
-    group = [leader, *(child.pid for child in psutil.Process(leader).children())]
+def test_the_launcher_kills_the_commands_of_an_agent_killed_with_sigkill(tmp_path: Path) -> None:
+    stand_in = subprocess.Popen([sys.executable, "-c", AGENT_STAND_IN, str(tmp_path / "out")])
+    tree = started_tree(tmp_path / "out")
     try:
         stand_in.kill()
         stand_in.wait()
-        wait_until(lambda: not any(alive(pid) for pid in group), timeout=5)
+        wait_until(lambda: not any(alive(pid) for pid in tree), timeout=5)
     finally:
-        for pid in group:
+        for pid in tree:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 

@@ -5,7 +5,9 @@ it is not killed, `<task>.<pid>.end` (Unix times) into a shared directory. A `Pr
 the processes carrying the run's marker variable (every task of a run gets it through its environment
 settings, so children and grandchildren carry it too) and remembers, per task and session (one session
 per attempt), when it was last seen alive; it also holds a pidfd on each session leader and notes the
-moment it exits (polled every POLL_SECONDS). That is the end of an attempt that was killed.
+moment it exits (polled every POLL_SECONDS). That is the end of an attempt that was killed, known
+within one poll: the watch notes too when the leader was last certainly alive (the start of a poll
+that found it running), and two executions overlap only when the second started before that.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class Execution:
     end: float | None
     finished: bool
     """True when the command got to record its end (it was not killed)."""
+    alive_until: float | None = None
+    """The latest moment it certainly still ran: its end when it recorded one, else what the watch saw."""
 
 
 @dataclass
@@ -95,6 +99,8 @@ class ProcessWatch:
     last_seen: dict[tuple[str, int], float] = field(default_factory=dict)
     ended: dict[tuple[str, int], float] = field(default_factory=dict)
     """When each session leader was seen to exit."""
+    running_at: dict[tuple[str, int], float] = field(default_factory=dict)
+    """When each watched session leader was last certainly running (a poll that began then found it so)."""
     concurrent: list[str] = field(default_factory=list)
     """Descriptions of samples in which one task had processes in two sessions."""
     _leaders: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -163,13 +169,16 @@ class ProcessWatch:
         poller = select.poll()
         for fd in watched.values():
             poller.register(fd, select.POLLIN)
+        began = time.time()
         ready = {fd for fd, _ in poller.poll(POLL_SECONDS * 1000)}
         if not watched:
             time.sleep(POLL_SECONDS)
         now = time.time()
         with self._lock:
             for key, fd in watched.items():
-                if fd in ready and self._leaders.get(key) == fd:
+                if fd not in ready:
+                    self.running_at[key] = began
+                elif self._leaders.get(key) == fd:
                     self.ended[key] = now
                     os.close(self._leaders.pop(key))
 
@@ -190,9 +199,14 @@ def executions(events: Path, watch: ProcessWatch) -> dict[str, list[Execution]]:
         pid = int(pid_text)
         end_file = start_file.with_suffix(".end")
         finished = end_file.exists()
-        end = float(end_file.read_text()) if finished else _killed_at(watch, (task_id, pid))
         start = float(start_file.read_text())
-        found.setdefault(task_id, []).append(Execution(task_id, pid, start, end, finished))
+        if finished:
+            end = float(end_file.read_text())
+            run = Execution(task_id, pid, start, end, finished, alive_until=end)
+        else:
+            key = (task_id, pid)
+            run = Execution(task_id, pid, start, _killed_at(watch, key), finished, _alive_until(watch, key))
+        found.setdefault(task_id, []).append(run)
     for runs in found.values():
         runs.sort(key=lambda run: run.start)
     return found
@@ -206,17 +220,23 @@ def _killed_at(watch: ProcessWatch, key: tuple[str, int]) -> float | None:
     return None if seen is None else seen + SAMPLE_SECONDS
 
 
+def _alive_until(watch: ProcessWatch, key: tuple[str, int]) -> float | None:
+    """The latest moment a killed execution was certainly running: a sample saw it, or a poll found it."""
+    known = [moment for moment in (watch.last_seen.get(key), watch.running_at.get(key)) if moment is not None]
+    return max(known, default=None)
+
+
 def overlaps(runs: list[Execution]) -> list[str]:
     """Descriptions of executions of one task that ran at the same time, or may have (an unknown end)."""
     problems = []
     for before, after in zip(runs, runs[1:], strict=False):
-        if before.end is None:
+        if before.end is None or before.alive_until is None:
             problems.append(f"{before.task_id}: pid {before.pid} was killed unseen, so when it ended is unknown")
             continue
-        end = before.end
-        if after.start < end:
+        if after.start < before.alive_until:
             problems.append(
-                f"{before.task_id}: pid {after.pid} started {end - after.start:.2f} s before {before.pid} ended"
+                f"{before.task_id}: pid {after.pid} started {before.alive_until - after.start:.2f} s"
+                f" before {before.pid} was last seen running"
             )
     return problems
 

@@ -64,7 +64,7 @@ def test_s1_agent_killed_mid_task_is_requeued_once(
     first = wait_state(client, JOB, "t1", "running", 10)["nodeInfo"]["nodeId"]
     session_of(watch, "t1")
     stack.kill_agent(first)
-    # The guard kills the task's process tree as soon as the agent is gone.
+    # The launcher kills the task's process tree as soon as the agent is gone.
     wait_for(lambda: not watch.alive(), 5, "the task's processes to die with their agent")
     assert not list(events.glob("t1.*.end")), "the first execution finished before its agent was killed"
     tasks = wait_tasks(client, JOB, ["t1"], 60)

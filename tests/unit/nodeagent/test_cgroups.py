@@ -12,10 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nodeagent import cgroups, process
+from nodeagent import cgroups
 from nodeagent.cgroups import CgroupSupport, ResourceUsage, parse_blkio, parse_io_stat
 from nodeagent.errors import CommandFailed, ProcessStartError, WallClockExceeded
 from nodeagent.identity import RunAs
+from nodeagent.launcher import Launcher
 from nodeagent.process import ProcessSpec
 from nodeagent.steps import PrepareDirs, RunCommandLine
 from nodeagent.steps.base import RunDeps, TaskContext
@@ -23,6 +24,8 @@ from nodeagent.steps.report import build_stats
 from nodeagent.testing import FakeBlobStore, FakeReporter, make_attempt_spec, make_context
 
 PY = sys.executable
+LAUNCHER = Launcher()
+"""The agent's launcher, which starts commands inside their cgroups (it exits with the test process)."""
 ALLOCATE_60_MB = f"{PY} -c \"import time; b = b'x' * (60 << 20); time.sleep(0.5)\""
 
 
@@ -41,7 +44,12 @@ def support() -> Iterator[CgroupSupport]:
 
 def context(root: Path, command_line: str, support: CgroupSupport, **fields: object) -> TaskContext:
     deps = RunDeps(
-        blob=FakeBlobStore(), reporter=FakeReporter(), agent_path="/usr/bin:/bin", kill_grace=0.5, cgroups=support
+        blob=FakeBlobStore(),
+        reporter=FakeReporter(),
+        agent_path="/usr/bin:/bin",
+        kill_grace=0.5,
+        cgroups=support,
+        run_process=LAUNCHER.run,
     )
     ctx = make_context(root, make_attempt_spec(command_line=command_line, **fields), deps)
     PrepareDirs().run(ctx)
@@ -162,12 +170,12 @@ def test_forced_version_that_is_missing_falls_back_to_none(tmp_path: Path) -> No
     assert not cgroups.detect("v1", "n", root=tmp_path).enabled
 
 
-def test_wrap_passes_arguments_as_positional_parameters() -> None:
-    group = cgroups.AttemptCgroup("v1", (Path("/cg/a/x"), Path("/cg/b/x")))
-    assert group.wrap(["/bin/echo", "a b", "$X"]) == (
-        "/bin/sh", "-c", cgroups.ENTER_SCRIPT, "2", "/cg/a/x/cgroup.procs", "/cg/b/x/cgroup.procs",
-        "/bin/echo", "a b", "$X",
-    )  # fmt: skip
+def test_own_cgroups_reads_each_hierarchy_and_the_unified_one(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup"
+    proc.write_text("9:name=systemd:/\n4:memory:/svc/a\n2:cpu,cpuacct:/svc\n0::/unified/x\n")
+    assert cgroups.own_cgroups(proc) == {
+        "name=systemd": "/", "memory": "/svc/a", "cpu": "/svc", "cpuacct": "/svc", "": "/unified/x",
+    }  # fmt: skip
 
 
 def test_parse_io_stat_sums_devices() -> None:
@@ -187,39 +195,31 @@ def test_merged_usage_prefers_measured_values() -> None:
     )
 
 
-def test_a_task_user_enters_its_v1_cgroup_itself(tmp_path: Path, support: CgroupSupport) -> None:
-    # Given a v1 cgroup handed over to an unprivileged user
-    if support.version != "v1":
-        pytest.skip("v1 only")
+def test_a_task_user_starts_inside_every_hierarchy_and_the_launcher_goes_home(
+    tmp_path: Path, support: CgroupSupport
+) -> None:
+    # Given an attempt's cgroup and a command running as an unprivileged user
     nobody = pwd.getpwnam("nobody")
-    group = cgroups.create(support, "attempt-u", owner_uid=nobody.pw_uid)
-    assert group is not None and group.self_enter
-    run_as = RunAs(nobody.pw_uid, nobody.pw_gid, (), "/", "nobody")
+    group = cgroups.create(support, "attempt-u")
+    assert group is not None
     spec = ProcessSpec(
-        argv=group.wrap(["/bin/cat", "/proc/self/cgroup"]),
+        argv=("/bin/cat", "/proc/self/cgroup"),
         cwd=Path("/"),
         env={"PATH": "/usr/bin:/bin"},
         stdout_path=tmp_path / "out",
         stderr_path=tmp_path / "err",
-        run_as=run_as,
+        run_as=RunAs(nobody.pw_uid, nobody.pw_gid, (), "/", "nobody"),
+        cgroup=group,
     )
-    # When a process running as that user starts through the wrapper
+    # When the launcher starts it (no wrapper: the command's first read is of its own cgroups)
     try:
-        result = process.run(spec)
+        result = LAUNCHER.run(spec)
     finally:
         cgroups.release(group)
-    # Then it moved itself into every hierarchy of the attempt
+    # Then it was born in every hierarchy of the attempt, and the launcher is back in the agent's cgroups
     assert result.exit_code == 0, (tmp_path / "err").read_text()
-    assert (tmp_path / "out").read_text().count("/attempt-u") == len(cgroups.V1_CONTROLLERS)
-
-
-def test_on_v2_another_user_is_moved_by_the_agent(tmp_path: Path) -> None:
-    # Given v2 support (a plain directory stands for the node's cgroup here)
-    v2 = CgroupSupport("v2", (tmp_path,))
-    # When a cgroup is created for a task running as another user
-    group = cgroups.create(v2, "a", owner_uid=os.geteuid() + 1)
-    # Then the process cannot enter by itself (v2 checks the common ancestor), so the agent moves it
-    assert group is not None and not group.self_enter
+    assert (tmp_path / "out").read_text().count("/attempt-u") == len(support.node_dirs)
+    assert cgroups.own_cgroups(Path(f"/proc/{LAUNCHER.pid}/cgroup")) == cgroups.own_cgroups()
 
 
 def test_a_missing_program_leaves_no_cgroup(tmp_path: Path, support: CgroupSupport) -> None:
