@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 from redis.asyncio import Redis
@@ -14,6 +15,10 @@ from controller.settings import ControllerSettings
 from controller.storage import AutoStorage
 from controller.store.keys import Keys
 from controller.store.transitions import Transitions
+
+if TYPE_CHECKING:
+    # Only a type here: the scheduler runs on a context.
+    from controller.scheduler import Refill
 
 
 @dataclass
@@ -28,7 +33,7 @@ class Context:
     http: httpx.AsyncClient
     storage: AutoStorage
     provider: NodeProvider
-    refill: Callable[[str], Awaitable[list[str]]] | None = None
+    refill: Callable[[str], Awaitable[Refill | None]] | None = None
     """Places queued tasks on one node's free slots at once (the scheduler's, when it runs here)."""
 
     @property

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
@@ -23,6 +24,16 @@ from nodeagent.messages import Dispatch, Offer
 log = logging.getLogger(__name__)
 
 LEADER_TTL_MS = 5000
+
+
+@dataclass(frozen=True)
+class Refill:
+    """What a refill placed on one node."""
+
+    attempt_ids: list[str]
+    """The attempts offered to the node."""
+    room_left: bool
+    """The node still has free slots (no queued task fitted them)."""
 
 
 class Scheduler:
@@ -97,29 +108,25 @@ class Scheduler:
             dispatches += await self.place_pool(pool_key)
         await self.ctx.dispatcher.publish(dispatches)
 
-    async def refill(self, node_id: str) -> list[str]:
-        """Place queued tasks on the free slots of one node now, without a message; the attempt ids offered.
+    async def refill(self, node_id: str) -> Refill | None:
+        """Place queued tasks on the free slots of one node now, without a message.
 
         A node that reports finished attempts takes the next ones in the answer (the reports freed the
-        slots). Only the leader places; elsewhere nothing is offered and the leader's next pass fills them.
+        slots). Only the leader places: elsewhere (None) the leader's next pass fills them.
         """
         if not self.leading:
-            return []
-        pool_key = await self.ctx.redis.hget(self.ctx.keys.node(node_id), "pool")
-        if not pool_key:
-            return []
-        return [
-            offer.attempt_id for dispatch in await self.place_pool(str(pool_key), node_id) for offer in dispatch.offers
-        ]
+            return None
+        record = await reads.record(self.ctx.redis, self.ctx.keys.node(node_id))
+        if not record.get("pool"):
+            return None
+        dispatches, left = await self._place(record["pool"], self._free_slots([node_id], [record]))
+        return Refill([offer.attempt_id for dispatch in dispatches for offer in dispatch.offers], bool(left))
 
-    async def _free_slots(self, pool_key: str, only: str | None = None) -> dict[str, int]:
-        """Free slots of the pool's schedulable nodes (or of node `only`) that have some.
+    def _free_slots(self, node_ids: list[str], records: list[dict[str, str]]) -> dict[str, int]:
+        """Free slots of the listed nodes that are schedulable and have some, from their records.
 
         Their total slots go to `self.totals`.
         """
-        keys, redis = self.ctx.keys, self.ctx.redis
-        node_ids = [only] if only is not None else await reads.members(redis, keys.pool_nodes(pool_key))
-        records = await reads.records(redis, [keys.node(node_id) for node_id in node_ids])
         alive_after = (time.time() - self.ctx.settings.node_timeout_seconds) * 1000
         free: dict[str, int] = {}
         for node_id, record in zip(node_ids, records, strict=True):
@@ -129,19 +136,27 @@ class Scheduler:
                 self.totals[node_id] = int(record["slots"])
         return {node: slots for node, slots in free.items() if slots > 0}
 
-    async def place_pool(self, pool_key: str, only: str | None = None) -> list[Dispatch]:
-        """Offer as many queued tasks of the pool's jobs, in job order, as its nodes (or node `only`) have room
-        for; the offers, one dispatch per node, not yet sent."""
-        free = await self._free_slots(pool_key, only)
+    async def place_pool(self, pool_key: str) -> list[Dispatch]:
+        """Offer as many queued tasks of the pool's jobs, in job order, as its nodes have room for; the
+        offers, one dispatch per node, not yet sent."""
+        keys, redis = self.ctx.keys, self.ctx.redis
+        node_ids = await reads.members(redis, keys.pool_nodes(pool_key))
+        records = await reads.records(redis, [keys.node(node_id) for node_id in node_ids])
+        dispatches, _ = await self._place(pool_key, self._free_slots(node_ids, records))
+        return dispatches
+
+    async def _place(self, pool_key: str, free: dict[str, int]) -> tuple[list[Dispatch], dict[str, int]]:
+        """Offer queued tasks of the pool's jobs, in job order, on the `free` slots; the offers, one dispatch
+        per node, and the free slots left."""
         offers: dict[str, list[Offer]] = defaultdict(list)
         if not free:
-            return []
+            return [], {}
         fill_type = await self._fill_type(pool_key)
         for job_key in await reads.members(self.ctx.redis, self.ctx.keys.pool_jobs(pool_key)):
             free = await self._place_job(pool_key, job_key, free, fill_type, offers)
             if not free:
                 break
-        return [Dispatch(node_id=node_id, offers=made) for node_id, made in offers.items()]
+        return [Dispatch(node_id=node_id, offers=made) for node_id, made in offers.items()], free
 
     async def _fill_type(self, pool_key: str) -> str:
         spec = await self.ctx.redis.hget(self.ctx.keys.pool(pool_key), "spec")

@@ -167,11 +167,13 @@ async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBa
         except Conflict as refusal:
             answers[item.attempt_id] = ReportAnswer(accepted=False, reason=refusal.message)
     results = await ctx.transitions.finish_all([(ending.attempt_id, ending.finish) for ending in endings])
-    for ending, (ok, detail) in zip(endings, results, strict=True):
-        answers[ending.attempt_id] = await _ended(ctx, ending, ok, detail)
-    offered = await ctx.refill(node_id) if batch.refill and ctx.refill is not None else []
-    claimed = await claim_all(ctx, node_id, offered) if offered else ClaimAnswer()
-    await ctx.wake_scheduler()
+    for ending, result in zip(endings, results, strict=True):
+        answers[ending.attempt_id] = await _ended(ctx, ending, result.ok, result.detail)
+    refill = await ctx.refill(node_id) if batch.refill and ctx.refill is not None else None
+    claimed = await claim_all(ctx, node_id, refill.attempt_ids) if refill and refill.attempt_ids else ClaimAnswer()
+    if refill is None or refill.room_left or any(result.queued for result in results):
+        # Slots are free or tasks were queued: the other nodes may take work too.
+        await ctx.wake_scheduler()
     return ReportBatchAnswer(answers=answers, specs=claimed.specs)
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -86,6 +86,16 @@ class AttemptFinish:
     etag: str
     fields: Mapping[str, str]
     dependency_action: str = "satisfy"
+
+
+class Finished(NamedTuple):
+    """How applying one attempt's end went."""
+
+    ok: bool
+    detail: str
+    """When applied: "job-completed", "job-terminating" or ""; when refused: why."""
+    queued: bool = False
+    """A task joined a queue: the task itself (a retry) or a dependent it released."""
 
 
 @dataclass(frozen=True)
@@ -184,11 +194,8 @@ class Transitions:
         ]
         return [(status == "ok", detail) for status, detail in await self._run_each("claim", calls)]
 
-    async def finish_all(self, ends: Sequence[tuple[str, AttemptFinish]]) -> list[tuple[bool, str]]:
-        """Apply several attempts' ends, each on its own.
-
-        Per attempt: (True, "job-completed" or "") or (False, reason).
-        """
+    async def finish_all(self, ends: Sequence[tuple[str, AttemptFinish]]) -> list[Finished]:
+        """Apply several attempts' ends, each on its own; how each went."""
         k = self.keys
         calls = []
         for attempt_id, end in ends:
@@ -197,7 +204,10 @@ class Transitions:
             keys += [k.job_task_prefix(job_key), k.terminating_jobs(), k.offers()]
             flat = [item for pair in end.fields.items() for item in pair]
             calls.append((keys, [end.node_id, end.mode, end.result, end.now, end.etag, end.dependency_action, *flat]))
-        return [(status == "ok", detail) for status, detail in await self._run_each("finish", calls)]
+        return [
+            Finished(status == "ok", detail, queued == ["1"])
+            for status, detail, *queued in await self._run_each("finish", calls)
+        ]
 
     async def stop_attempt(
         self, attempt_key: str, only_if: str, action: str, now: str, etag: str, failure: str = ""

@@ -133,3 +133,34 @@ async def test_reports_without_refill_or_from_another_node(ctx: Context) -> None
     scheduler.leading = False
     batch = ReportBatch(reports=[AttemptReport(attempt_id=first.attempt_id, report=finished())], refill=True)
     assert (await agents.report_all(ctx, NODE, batch)).specs == []
+
+
+async def wakes(ctx: Context) -> int:
+    """How many scheduler wake-ups wait, cleared."""
+    key = ctx.keys.scheduler_wake()
+    count = int(await ctx.redis.llen(key))
+    await ctx.redis.delete(key)
+    return count
+
+
+async def test_a_report_wakes_the_scheduler_only_when_its_node_keeps_free_slots(ctx: Context) -> None:
+    # Given both slots running and one task queued
+    scheduler = await two_slots_and_three_tasks(ctx)
+    ctx = dataclasses.replace(ctx, refill=scheduler.refill)
+    await scheduler.place_all()
+    offered = [offer.attempt_id for offer in ctx.dispatcher.sent[0].offers]  # type: ignore[attr-defined]
+    first, second = (await agents.claim_all(ctx, NODE, offered)).specs
+    await wakes(ctx)
+    # When a report's refill fills the slot it freed, no other node could use a pass
+    batch = ReportBatch(reports=[AttemptReport(attempt_id=first.attempt_id, report=finished())], refill=True)
+    third = (await agents.report_all(ctx, NODE, batch)).specs
+    assert len(third) == 1 and await wakes(ctx) == 0
+    # When the queue is empty, the freed slot stays free: the scheduler is woken
+    batch = ReportBatch(reports=[AttemptReport(attempt_id=second.attempt_id, report=finished())], refill=True)
+    assert (await agents.report_all(ctx, NODE, batch)).specs == []
+    assert await wakes(ctx) == 1
+    # And a controller that does not lead wakes the leader whatever it frees
+    scheduler.leading = False
+    batch = ReportBatch(reports=[AttemptReport(attempt_id=third[0].attempt_id, report=finished())], refill=True)
+    await agents.report_all(ctx, NODE, batch)
+    assert await wakes(ctx) == 1

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from controller.store.keys import Keys
-from controller.store.transitions import AttemptFinish, Heartbeat, Placement, Transitions
+from controller.store.transitions import AttemptFinish, Finished, Heartbeat, Placement, Transitions
 
 NOW = "2026-01-01T00:00:00.000000Z"
 
@@ -52,7 +52,7 @@ async def claim(
 
 async def finish(store: Transitions, attempt_id: str, end: AttemptFinish) -> tuple[bool, str]:
     (result,) = await store.finish_all([(attempt_id, end)])
-    return result
+    return result.ok, result.detail
 
 
 def _completed(etag: str, fields: dict[str, str], action: str = "satisfy") -> AttemptFinish:
@@ -209,10 +209,11 @@ async def _queued(store: Transitions) -> list[str]:
     return list(await store.redis.zrange(store.keys.job_queue("job"), 0, -1))
 
 
-async def _complete(store: Transitions, task_key: str, action: str) -> None:
+async def _complete(store: Transitions, task_key: str, action: str) -> Finished:
     attempt_id = await _running(store, task_key)
-    ok, _ = await finish(store, attempt_id, _completed("0x9", {"state": "completed"}, action))
-    assert ok
+    (result,) = await store.finish_all([(attempt_id, _completed("0x9", {"state": "completed"}, action))])
+    assert result.ok
+    return result
 
 
 async def test_a_dependent_joins_the_queue_when_its_last_parent_is_satisfied(store: Transitions) -> None:
@@ -225,9 +226,9 @@ async def test_a_dependent_joins_the_queue_when_its_last_parent_is_satisfied(sto
     assert await _queued(store) == [first, late]
     assert await store.redis.hget(child, "waiting") == "2"
     # When the first completes it still waits; when the integer-named one completes it is queued
-    await _complete(store, first, "satisfy")
+    assert not (await _complete(store, first, "satisfy")).queued
     assert child not in await _queued(store)
-    await _complete(store, late, "satisfy")
+    assert (await _complete(store, late, "satisfy")).queued
     assert await _queued(store) == [child]
     # And a task added after its parents were satisfied is queued at once
     again = await _add(store, "d", deps="a,#7")
@@ -239,10 +240,20 @@ async def test_a_blocking_parent_keeps_its_dependents_out_of_the_queue(store: Tr
     await _node(store, slots=2)
     parent = await _add(store, "p1")
     child = await _add(store, "c1", deps="p1")
-    await _complete(store, parent, "block")
+    assert not (await _complete(store, parent, "block")).queued
     assert await store.redis.hget(child, "blocked") == "1"
     assert await _queued(store) == []
     # A dependent added after the parent blocked is blocked too, and never queued
     later = await _add(store, "c2", deps="p1")
     assert await store.redis.hget(later, "blocked") == "1"
     assert await _queued(store) == []
+
+
+async def test_a_retry_puts_the_task_back_in_the_queue_and_says_so(store: Transitions) -> None:
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store, slots=1)
+    attempt_id = await _running(store, task_key)
+    retry = AttemptFinish("job", "n1", "retry", "", NOW, "0x4", {"state": "active"})
+    (result,) = await store.finish_all([(attempt_id, retry)])
+    assert result.ok and result.queued
+    assert await _queued(store) == [task_key]

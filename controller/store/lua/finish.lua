@@ -7,10 +7,12 @@
 --       then task field/value pairs (an empty value deletes the field).
 -- A completed task settles its dependency names (its key and, for an integer id, `#n`): with "satisfy"
 -- each waiting dependent counts one wait less and joins the queue at zero; with "block" they are blocked.
--- Returns {"ok", "job-completed" | ""} or {"refused", reason}.
+-- Returns {"ok", "job-completed" | "job-terminating" | "", queued} or {"refused", reason}, where queued
+-- is "1" when a task joined a queue (the retry, or a dependent released), else "0".
 local attempt = KEYS[1]
 
 local function settle(name, action, queue, pool_jobs, job)
+  local queued = 0
   redis.call('HSET', KEYS[3], name, action == 'satisfy' and 'satisfied' or 'blocked')
   local dependents = KEYS[4] .. name
   for _, member in ipairs(redis.call('SMEMBERS', dependents)) do
@@ -22,12 +24,14 @@ local function settle(name, action, queue, pool_jobs, job)
     elseif redis.call('HINCRBY', child, 'waiting', -1) <= 0 and redis.call('HGET', child, 'blocked') ~= '1'
         and redis.call('HGET', child, 'state') == 'active' then
       redis.call('ZADD', queue, redis.call('HGET', child, 'seq'), child)
+      queued = queued + 1
       if redis.call('HGET', job, 'state') == 'active' then
         redis.call('ZADD', pool_jobs, 'NX', redis.call('HGET', job, 'order'), redis.call('HGET', job, 'key'))
       end
     end
   end
   redis.call('DEL', dependents)
+  return queued
 end
 
 if redis.call('HGET', attempt, 'state') ~= 'running' then return {'refused', 'attempt is not running'} end
@@ -69,13 +73,14 @@ if ARGV[2] == 'retry' then
     redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
       redis.call('HGET', job, 'key'))
   end
-  return {'ok', ''}
+  return {'ok', '', '1'}
 end
 redis.call('HINCRBY', job, 'n_completed', 1)
 local queue, pool_jobs = redis.call('HGET', attempt, 'queue'), redis.call('HGET', attempt, 'pool_jobs')
-settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue, pool_jobs, job)
+local released = settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue, pool_jobs, job)
 local number = redis.call('HGET', task, 'num')
-if number then settle('#' .. number, ARGV[6], queue, pool_jobs, job) end
+if number then released = released + settle('#' .. number, ARGV[6], queue, pool_jobs, job) end
+local queued = released > 0 and '1' or '0'
 if ARGV[3] == 'success' then
   redis.call('HINCRBY', job, 'n_succeeded', 1)
   redis.call('HINCRBY', node, 'total_ok', 1)
@@ -89,10 +94,10 @@ if idle and redis.call('HGET', job, 'on_all_complete') == 'terminatejob' and red
     redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'terminating',
       'stt', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
     redis.call('SADD', KEYS[6], redis.call('HGET', job, 'key'))
-    return {'ok', 'job-terminating'}
+    return {'ok', 'job-terminating', queued}
   end
   redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'completed',
     'stt', now, 'end', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
-  return {'ok', 'job-completed'}
+  return {'ok', 'job-completed', queued}
 end
-return {'ok', ''}
+return {'ok', '', queued}
