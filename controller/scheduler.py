@@ -151,27 +151,30 @@ class Scheduler:
         offers: dict[str, list[Offer]] = defaultdict(list)
         if not free:
             return [], {}
-        fill_type = await self._fill_type(pool_key)
-        for job_key in await reads.members(self.ctx.redis, self.ctx.keys.pool_jobs(pool_key)):
+        async with self.ctx.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.ctx.keys.pool(pool_key), "spec")
+            pipe.zrange(self.ctx.keys.pool_jobs(pool_key), 0, -1)
+            spec, job_keys = await pipe.execute()
+        policy = json.loads(spec or "{}").get("taskSchedulingPolicy") or {}
+        fill_type = str(policy.get("nodeFillType", "spread"))
+        for job_key in job_keys:
             free = await self._place_job(pool_key, job_key, free, fill_type, offers)
             if not free:
                 break
         return [Dispatch(node_id=node_id, offers=made) for node_id, made in offers.items()], free
 
-    async def _fill_type(self, pool_key: str) -> str:
-        spec = await self.ctx.redis.hget(self.ctx.keys.pool(pool_key), "spec")
-        policy = json.loads(spec or "{}").get("taskSchedulingPolicy") or {}
-        return str(policy.get("nodeFillType", "spread"))
-
     async def _place_job(
         self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str, offers: dict[str, list[Offer]]
     ) -> dict[str, int]:
         redis, keys = self.ctx.redis, self.ctx.keys
-        limit, prep = await redis.hmget(keys.job(job_key), "max_parallel", "prep")
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.job(job_key), "max_parallel", "prep")
+            pipe.zrange(keys.job_queue(job_key), 0, sum(free.values()) - 1)
+            (limit, prep), queued = await pipe.execute()
         allowed = await self._parallel_room(job_key, int(limit or -1), sum(free.values()))
         if allowed <= 0:
             return free
-        task_keys = await reads.members(redis, keys.job_queue(job_key), 0, allowed - 1)
+        task_keys = list(queued[:allowed])
         if not task_keys:
             await redis.zrem(keys.pool_jobs(pool_key), job_key)
             return free
