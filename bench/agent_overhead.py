@@ -6,7 +6,8 @@ one 1 MB resource file downloaded from Azurite; and that plus one output file
 uploaded to Azurite. The baseline in the same run is starting `/bin/true` with
 subprocess directly. Two agent configurations are measured: `plain` (no
 identity switching, no cgroups, as an unprivileged agent runs) and `node` (as a
-root agent runs: the pool's auto user and a cgroup per attempt, where available).
+root agent runs: the pool's auto user and a cgroup per attempt, where available). Commands
+start through the agent's launcher process, as in the agent.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from batchyard.tools import find_azurite
 from nodeagent import cgroups, runner
 from nodeagent.blob import AzureBlobStore
 from nodeagent.identity import IdentityResolver
+from nodeagent.launcher import Launcher
 from nodeagent.layout import NodeLayout
 from nodeagent.messages import AttemptSpec, OutputFileSpec, ReportAnswer, ResourceFileSpec, TaskReport
 from nodeagent.settings import agent_path
@@ -147,13 +149,20 @@ def baseline(runs: int) -> dict[str, float]:
     return summary(times)
 
 
-def deps_factory(config: str, blob: AzureBlobStore) -> Callable[[Clock], RunDeps]:
-    """RunDeps for the `plain` or `node` configuration."""
+def deps_factory(config: str, blob: AzureBlobStore, launcher: Launcher) -> Callable[[Clock], RunDeps]:
+    """RunDeps for the `plain` or `node` configuration, commands started by the agent's launcher."""
     identities = IdentityResolver.for_agent("bybench") if config == "node" else IdentityResolver()
     support = cgroups.detect("auto", "bench-node") if config == "node" else cgroups.NO_CGROUPS
 
     def make(clock: Clock) -> RunDeps:
-        return RunDeps(blob=blob, reporter=clock, agent_path=agent_path(), identities=identities, cgroups=support)
+        return RunDeps(
+            blob=blob,
+            reporter=clock,
+            agent_path=agent_path(),
+            identities=identities,
+            cgroups=support,
+            run_process=launcher.run,
+        )
 
     return make
 
@@ -171,11 +180,15 @@ def main() -> int:
             layout = NodeLayout(Path(scratch) / "node")
             layout.create()
             blob = AzureBlobStore()
-            for config in ("plain", "node"):
-                make_deps = deps_factory(config, blob)
-                for shape in ("none", "in", "in+out"):
-                    make_spec = partial(spec, shape, input_url, output_url)
-                    results[f"{config}/{shape}"] = measure(make_deps, layout, make_spec, args.runs)
+            launcher = Launcher()
+            try:
+                for config in ("plain", "node"):
+                    make_deps = deps_factory(config, blob, launcher)
+                    for shape in ("none", "in", "in+out"):
+                        make_spec = partial(spec, shape, input_url, output_url)
+                        results[f"{config}/{shape}"] = measure(make_deps, layout, make_spec, args.runs)
+            finally:
+                launcher.close()
         accounts = IdentityResolver.for_agent("bybench").accounts
         if accounts is not None:
             accounts.remove("bybenchpool-nonadmin")

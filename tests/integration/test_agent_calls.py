@@ -29,7 +29,7 @@ from controller.services.jobs import create_job
 from controller.services.pools import create_pool
 from controller.services.tasks import add_tasks
 from controller.store.transitions import Heartbeat
-from nodeagent.messages import AttemptReport, Dispatch, ReportBatch, TaskReport
+from nodeagent.messages import AttemptReport, AttemptSpec, Dispatch, ReportBatch, TaskReport
 from tests.support.controller import close_context, settings_for
 
 POOL = "calls"
@@ -74,6 +74,20 @@ def finished(node_id: str = NODE) -> TaskReport:
     return TaskReport(node_id=node_id, outcome="exited", exit_code=0, end_time=datetime.now(UTC))
 
 
+def reported(spec: AttemptSpec, *, refill: bool = True, node_id: str = NODE) -> ReportBatch:
+    """A report call with the successful end of one attempt."""
+    return ReportBatch(reports=[AttemptReport(attempt_id=spec.attempt_id, report=finished(node_id))], refill=refill)
+
+
+async def both_slots_running(ctx: Context) -> tuple[Context, Scheduler, list[AttemptSpec]]:
+    """Two of three tasks claimed by the node, the third queued; the context refills through the scheduler."""
+    scheduler = await two_slots_and_three_tasks(ctx)
+    ctx = dataclasses.replace(ctx, refill=scheduler.refill)
+    await scheduler.place_all()
+    offered = [offer.attempt_id for offer in ctx.dispatcher.sent[0].offers]  # type: ignore[attr-defined]
+    return ctx, scheduler, (await agents.claim_all(ctx, NODE, offered)).specs
+
+
 async def task_states(ctx: Context) -> dict[str, str]:
     return {f"t{i}": str(await ctx.redis.hget(ctx.keys.task(key_of("j"), f"t{i}"), "state")) for i in range(3)}
 
@@ -95,14 +109,9 @@ async def test_a_pass_offers_one_message_per_node_and_the_node_claims_them_in_on
 
 async def test_a_report_answered_by_the_leader_carries_the_next_attempt(ctx: Context) -> None:
     # Given both slots running
-    scheduler = await two_slots_and_three_tasks(ctx)
-    ctx = dataclasses.replace(ctx, refill=scheduler.refill)
-    await scheduler.place_all()
-    offered = [offer.attempt_id for offer in ctx.dispatcher.sent[0].offers]  # type: ignore[attr-defined]
-    specs = (await agents.claim_all(ctx, NODE, offered)).specs
+    ctx, _, specs = await both_slots_running(ctx)
     # When one attempt's report asks for a refill
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=specs[0].attempt_id, report=finished())], refill=True)
-    answer = await agents.report_all(ctx, NODE, batch)
+    answer = await agents.report_all(ctx, NODE, reported(specs[0]))
     # Then it is accepted and the answer holds the third task, already claimed for the node
     assert answer.answers[specs[0].attempt_id].accepted
     assert [spec.task_id for spec in answer.specs] == ["t2"]
@@ -112,17 +121,12 @@ async def test_a_report_answered_by_the_leader_carries_the_next_attempt(ctx: Con
 
 
 async def test_reports_without_refill_or_from_another_node(ctx: Context) -> None:
-    scheduler = await two_slots_and_three_tasks(ctx)
-    ctx = dataclasses.replace(ctx, refill=scheduler.refill)
-    await scheduler.place_all()
-    offered = [offer.attempt_id for offer in ctx.dispatcher.sent[0].offers]  # type: ignore[attr-defined]
-    first, second = (await agents.claim_all(ctx, NODE, offered)).specs
+    ctx, scheduler, (first, second) = await both_slots_running(ctx)
     # A report naming another node is refused, and the attempt keeps running
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=first.attempt_id, report=finished("calls-2"))])
-    refused = await agents.report_all(ctx, NODE, batch)
+    refused = await agents.report_all(ctx, NODE, reported(first, node_id="calls-2"))
     assert not refused.answers[first.attempt_id].accepted and refused.specs == []
     # A stopping agent's report (no refill) frees the slot without taking the next task
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=second.attempt_id, report=finished())], refill=False)
+    batch = reported(second, refill=False)
     answer = await agents.report_all(ctx, NODE, batch)
     assert answer.answers[second.attempt_id].accepted and answer.specs == []
     assert (await task_states(ctx))["t2"] == "active"
@@ -131,8 +135,7 @@ async def test_reports_without_refill_or_from_another_node(ctx: Context) -> None
     assert not again.answers[second.attempt_id].accepted
     # A controller that does not lead the scheduler answers with no attempts
     scheduler.leading = False
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=first.attempt_id, report=finished())], refill=True)
-    assert (await agents.report_all(ctx, NODE, batch)).specs == []
+    assert (await agents.report_all(ctx, NODE, reported(first))).specs == []
 
 
 async def wakes(ctx: Context) -> int:
@@ -145,22 +148,15 @@ async def wakes(ctx: Context) -> int:
 
 async def test_a_report_wakes_the_scheduler_only_when_its_node_keeps_free_slots(ctx: Context) -> None:
     # Given both slots running and one task queued
-    scheduler = await two_slots_and_three_tasks(ctx)
-    ctx = dataclasses.replace(ctx, refill=scheduler.refill)
-    await scheduler.place_all()
-    offered = [offer.attempt_id for offer in ctx.dispatcher.sent[0].offers]  # type: ignore[attr-defined]
-    first, second = (await agents.claim_all(ctx, NODE, offered)).specs
+    ctx, scheduler, (first, second) = await both_slots_running(ctx)
     await wakes(ctx)
     # When a report's refill fills the slot it freed, no other node could use a pass
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=first.attempt_id, report=finished())], refill=True)
-    third = (await agents.report_all(ctx, NODE, batch)).specs
+    third = (await agents.report_all(ctx, NODE, reported(first))).specs
     assert len(third) == 1 and await wakes(ctx) == 0
     # When the queue is empty, the freed slot stays free: the scheduler is woken
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=second.attempt_id, report=finished())], refill=True)
-    assert (await agents.report_all(ctx, NODE, batch)).specs == []
+    assert (await agents.report_all(ctx, NODE, reported(second))).specs == []
     assert await wakes(ctx) == 1
     # And a controller that does not lead wakes the leader whatever it frees
     scheduler.leading = False
-    batch = ReportBatch(reports=[AttemptReport(attempt_id=third[0].attempt_id, report=finished())], refill=True)
-    await agents.report_all(ctx, NODE, batch)
+    await agents.report_all(ctx, NODE, reported(third[0]))
     assert await wakes(ctx) == 1
