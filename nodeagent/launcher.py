@@ -7,7 +7,8 @@ waiting for them, exits to the child they end.
 
 The launcher is started on first use, with a fixed PATH and none of the agent's settings or secrets
 in its environment. Should it die, every command it was following is killed (its exit could no
-longer be known: `ProcessLost`) and the next start begins a new launcher. Closing it (agent stop)
+longer be known: `ProcessLost`), so is a start it had received but not answered (the command may
+have started: it is not started again), and the next start begins a new launcher. Closing it (agent stop)
 closes its request pipe: it kills what still runs and exits. The pipe's write end is close-on-exec,
 so an agent that re-executes itself (`reboot`) closes it too, and so does one killed with SIGKILL.
 """
@@ -105,7 +106,11 @@ class _Link:
         log.info("launcher %s started", self.child.pid)
 
     def start(self, request: dict[str, Any]) -> _Answer | None:
-        """Send a start request and wait for its answer; None when the launcher died meanwhile."""
+        """Send a start request and wait for its answer; None when the launcher was gone before it was sent.
+
+        Raises ProcessLost when the launcher died after the request was sent: it may have started the
+        command, so it is not started again (the attempt's cgroup, when there is one, holds what it left).
+        """
         answer = _Answer()
         with self.lock:
             if not self.alive:
@@ -120,7 +125,9 @@ class _Link:
                 self.starts.pop(self.next_id)
                 return None
         answer.ready.wait()
-        return answer if answer.message is not None else None
+        if answer.message is None:
+            raise ProcessLost("ProcessLauncherLost", "the agent's process launcher exited while starting the command")
+        return answer
 
     def _read(self) -> None:
         """Hand each answer line to its waiter until the launcher's output ends, then fail whoever still waits."""

@@ -209,6 +209,21 @@ def test_a_killed_launcher_costs_its_commands_and_the_next_start_gets_a_new_one(
         launcher.close()
 
 
+def test_a_launcher_lost_while_starting_a_command_is_not_asked_again(tmp_path: Path) -> None:
+    # Given a launcher that takes a start request and dies without answering
+    received = tmp_path / "received"
+    dies = f"import sys; line = sys.stdin.readline(); open({str(received)!r}, 'a').write(line)"
+    launcher = Launcher([sys.executable, "-c", dies])
+    try:
+        # When a command is started through it
+        with pytest.raises(ProcessLost):
+            launcher.start(tree_spec(tmp_path))
+    finally:
+        launcher.close()
+    # Then the start is given up: it may have run, so no other launcher is asked to start it again
+    assert len(received.read_text().splitlines()) == 1
+
+
 AGENT_STAND_IN = """
 import sys, threading
 from pathlib import Path
