@@ -167,11 +167,12 @@ class Scheduler:
         self, pool_key: str, job_key: str, free: dict[str, int], fill_type: str, offers: dict[str, list[Offer]]
     ) -> dict[str, int]:
         redis, keys = self.ctx.redis, self.ctx.keys
+        room = sum(free.values())
         async with redis.pipeline(transaction=False) as pipe:
             pipe.hmget(keys.job(job_key), "max_parallel", "prep")
-            pipe.zrange(keys.job_queue(job_key), 0, sum(free.values()) - 1)
+            pipe.zrange(keys.job_queue(job_key), 0, room - 1)
             (limit, prep), queued = await pipe.execute()
-        allowed = await self._parallel_room(job_key, int(limit or -1), sum(free.values()))
+        allowed = await self._parallel_room(job_key, int(limit or -1), room)
         if allowed <= 0:
             return free
         task_keys = list(queued[:allowed])

@@ -196,10 +196,11 @@ class Launcher:
         for _ in range(2):
             link = self._current()
             answer = link.start(request(spec))
-            if answer is None or answer.message is None:
+            if answer is None:
                 log.warning("launcher %s exited; starting a new one", link.child.pid)
                 continue
             message = answer.message
+            assert message is not None, "an answered start carries its message"
             if answer.ended is not None:
                 return LaunchedChild(int(message["pid"]), answer.ended)
             error = OSError(message["errno"], message["strerror"], message.get("filename"))

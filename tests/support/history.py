@@ -79,16 +79,15 @@ def task_body(task_id: str, command: str, marker: str, **extra: Any) -> dict[str
 
 @dataclass
 class Execution:
-    """One run of a task's command: its pid (= session), start, and end (None while unknown)."""
+    """One run of a task's command: its pid (= session), start, and the latest moment it certainly ran."""
 
     task_id: str
     pid: int
     start: float
-    end: float | None
     finished: bool
     """True when the command got to record its end (it was not killed)."""
-    alive_until: float | None = None
-    """The latest moment it certainly still ran: its end when it recorded one, else what the watch saw."""
+    alive_until: float | None
+    """Its recorded end; for a killed run the last moment the watch saw it running (None: never seen)."""
 
 
 @dataclass
@@ -192,7 +191,7 @@ class ProcessWatch:
 
 
 def executions(events: Path, watch: ProcessWatch) -> dict[str, list[Execution]]:
-    """Every recorded execution by task id, oldest first; a killed one ends when the watch last saw it."""
+    """Every recorded execution by task id, oldest first."""
     found: dict[str, list[Execution]] = {}
     for start_file in sorted(events.glob("*.start")):
         task_id, pid_text = start_file.name[: -len(".start")].rsplit(".", 1)
@@ -200,24 +199,11 @@ def executions(events: Path, watch: ProcessWatch) -> dict[str, list[Execution]]:
         end_file = start_file.with_suffix(".end")
         finished = end_file.exists()
         start = float(start_file.read_text())
-        if finished:
-            end = float(end_file.read_text())
-            run = Execution(task_id, pid, start, end, finished, alive_until=end)
-        else:
-            key = (task_id, pid)
-            run = Execution(task_id, pid, start, _killed_at(watch, key), finished, _alive_until(watch, key))
-        found.setdefault(task_id, []).append(run)
+        alive_until = float(end_file.read_text()) if finished else _alive_until(watch, (task_id, pid))
+        found.setdefault(task_id, []).append(Execution(task_id, pid, start, finished, alive_until))
     for runs in found.values():
         runs.sort(key=lambda run: run.start)
     return found
-
-
-def _killed_at(watch: ProcessWatch, key: tuple[str, int]) -> float | None:
-    """When a killed execution ended: its leader's exit, else one sample after it was last seen."""
-    if key in watch.ended:
-        return watch.ended[key]
-    seen = watch.last_seen.get(key)
-    return None if seen is None else seen + SAMPLE_SECONDS
 
 
 def _alive_until(watch: ProcessWatch, key: tuple[str, int]) -> float | None:
@@ -230,7 +216,7 @@ def overlaps(runs: list[Execution]) -> list[str]:
     """Descriptions of executions of one task that ran at the same time, or may have (an unknown end)."""
     problems = []
     for before, after in zip(runs, runs[1:], strict=False):
-        if before.end is None or before.alive_until is None:
+        if before.alive_until is None:
             problems.append(f"{before.task_id}: pid {before.pid} was killed unseen, so when it ended is unknown")
             continue
         if after.start < before.alive_until:

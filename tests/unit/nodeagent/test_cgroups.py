@@ -25,8 +25,15 @@ from nodeagent.testing import FakeBlobStore, FakeReporter, make_attempt_spec, ma
 
 PY = sys.executable
 LAUNCHER = Launcher()
-"""The agent's launcher, which starts commands inside their cgroups (it exits with the test process)."""
+"""The agent's launcher, which starts commands inside their cgroups (stopped after the module)."""
 ALLOCATE_60_MB = f"{PY} -c \"import time; b = b'x' * (60 << 20); time.sleep(0.5)\""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_launcher() -> Iterator[None]:
+    """Stop the module's launcher once its tests ran."""
+    yield
+    LAUNCHER.close()
 
 
 @pytest.fixture
