@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        loop="uvloop",
+        http="httptools",
         lifespan="on",
     )
     uvicorn.Server(config).run()
