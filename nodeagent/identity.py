@@ -37,7 +37,7 @@ from nodeagent import process
 from nodeagent.errors import IdentityError
 from nodeagent.messages import AttemptSpec, StartTaskSpec, UserAccountSpec, UserIdentitySpec
 from nodeagent.ownership import fresh_file, own_dir
-from nodeagent.users import Accounts, AccountSpec, lookup
+from nodeagent.users import Accounts, AccountSpec, account_files_stamp, lookup
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,17 @@ def identity_label(spec: UserIdentitySpec) -> str:
 
 
 @dataclass(frozen=True)
+class Applied:
+    """An account as this agent last ensured it."""
+
+    fingerprint: str
+    """The settings it was ensured with."""
+    run_as: RunAs
+    stamp: tuple[int, ...]
+    """The account files' stamp when `run_as` was read from them."""
+
+
+@dataclass(frozen=True)
 class UserNames:
     """Names of the auto-user accounts; the prefix keeps nodes, agents and test runs apart."""
 
@@ -131,7 +142,7 @@ class IdentityResolver:
         self.accounts = accounts
         self.names = names or UserNames()
         self._lock = threading.Lock()
-        self._applied: dict[str, str] = {}
+        self._applied: dict[str, Applied] = {}
         self._warned: set[str] = set()
 
     @classmethod
@@ -218,19 +229,30 @@ class IdentityResolver:
         return self._ensure(auto, repr(auto), None)
 
     def _ensure(self, spec: AccountSpec, fingerprint: str, named: UserAccountSpec | None) -> RunAs:
-        """Ensure the account unless this agent already did with the same settings and it still exists."""
+        """Ensure the account unless this agent already did with the same settings and it still exists.
+
+        While the account files are unchanged since, the identity read then is still the account's.
+        """
         assert self.accounts is not None
         with self._lock:
-            entry = lookup(spec.name)
-            if entry is not None and self._applied.get(spec.name) == fingerprint:
-                return run_as_of(entry)
+            stamp = account_files_stamp()
+            applied = self._applied.get(spec.name)
+            if applied is not None and applied.fingerprint == fingerprint:
+                if applied.stamp == stamp:
+                    return applied.run_as
+                entry = lookup(spec.name)
+                if entry is not None:
+                    return self._remember(spec.name, fingerprint, run_as_of(entry), stamp)
             entry = self.accounts.ensure(spec)
             if named is not None:
                 self.accounts.set_password(named.name, named.password)
                 if named.ssh_private_key:
                     install_ssh_key(entry, named.ssh_private_key)
-            self._applied[spec.name] = fingerprint
-            return run_as_of(entry)
+            return self._remember(spec.name, fingerprint, run_as_of(entry), account_files_stamp())
+
+    def _remember(self, name: str, fingerprint: str, run_as: RunAs, stamp: tuple[int, ...]) -> RunAs:
+        self._applied[name] = Applied(fingerprint, run_as, stamp)
+        return run_as
 
 
 def install_ssh_key(entry: pwd.struct_passwd, private_key: str) -> None:

@@ -59,6 +59,9 @@ USERDEL_NO_SUCH_USER = 6
 USERDEL_IN_USE = 8
 """userdel's exit code when the account still runs processes."""
 
+ACCOUNT_FILES = (Path("/etc/passwd"), Path("/etc/group"))
+"""The account databases: any account change rewrites one of them."""
+
 HOST_LOCK_PATH = Path("/run/batchyard-accounts.lock")
 """Locked (flock) around account changes by every agent of the host; /run is writable by root only."""
 
@@ -114,6 +117,19 @@ def lookup(name: str) -> pwd.struct_passwd | None:
         return pwd.getpwnam(name)
     except KeyError:
         return None
+
+
+def account_files_stamp() -> tuple[int, ...]:
+    """Inode, size and modification time of each account database: equal stamps, unchanged accounts."""
+    stamp: list[int] = []
+    for path in ACCOUNT_FILES:
+        try:
+            info = path.stat()
+        except OSError:
+            stamp += [0, 0, 0]
+            continue
+        stamp += [info.st_ino, info.st_size, info.st_mtime_ns]
+    return tuple(stamp)
 
 
 def is_ours(entry: pwd.struct_passwd) -> bool:

@@ -5,6 +5,7 @@ import logging
 import os
 import pwd
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,19 @@ def test_an_account_removed_meanwhile_is_created_again(user_prefix: str, tmp_pat
     identities.for_attempt(spec, tmp_path)
     assert identities.remove_task_user(name)
     assert identities.for_attempt(spec, tmp_path).username == name
+
+
+def test_an_account_deleted_outside_the_agent_is_created_again(user_prefix: str, tmp_path: Path) -> None:
+    # Given a pool account this resolver already ensured (and remembers)
+    identities = resolver(user_prefix)
+    spec = make_attempt_spec(user_identity=POOL_NONADMIN)
+    first = identities.for_attempt(spec, tmp_path)
+    # When an administrator deletes it behind the agent's back
+    subprocess.run(["userdel", first.username], check=True)
+    # Then the next attempt recreates it and runs as the account that exists now
+    again = identities.for_attempt(spec, tmp_path)
+    assert again.username == first.username
+    assert id_of(again, tmp_path, "-u") == str(pwd.getpwnam(first.username).pw_uid)
 
 
 def test_start_task_scope_task_has_a_kept_account_of_its_own(user_prefix: str, tmp_path: Path) -> None:
