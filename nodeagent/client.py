@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import BaseModel, ValidationError
 
 from nodeagent import messages
@@ -26,11 +25,15 @@ from nodeagent.messages import (
     ReportBatch,
     ReportBatchAnswer,
 )
+from nodeagent.transport import Answer, Call, PooledTransport, Transport, Unreachable
 
 log = logging.getLogger(__name__)
 
 STALE_STATUSES = frozenset({404, 409, 410})
 """Answers meaning the attempt is no longer this node's: stop trying."""
+
+CALL_TIMEOUT_SECONDS = 30.0
+"""How long a call waits for its answer unless it says otherwise."""
 
 
 def signed_headers(secret: str, method: str, path: str, body: bytes, now: float | None = None) -> dict[str, str]:
@@ -63,7 +66,7 @@ class ControllerClient:
         base_url: str,
         secret: str,
         *,
-        http: httpx.Client | None = None,
+        transport: Transport | None = None,
         claim_retry: RetryPolicy | None = None,
         report_retry: RetryPolicy | None = None,
         stop: threading.Event | None = None,
@@ -73,7 +76,7 @@ class ControllerClient:
         self._base = base_url.rstrip("/")
         self._prefix = urlsplit(self._base).path
         self._secret = secret
-        self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
+        self._transport = transport or PooledTransport()
         self._claim_retry = claim_retry or RetryPolicy(attempts=5)
         self._report_retry = report_retry or RetryPolicy(attempts=None)
         self._heartbeat_timeout = heartbeat_timeout
@@ -83,7 +86,8 @@ class ControllerClient:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._http.close()
+        if isinstance(self._transport, PooledTransport):
+            self._transport.close()
 
     def halt(self) -> None:
         """Stop every retry loop now (the agent is stopping)."""
@@ -102,14 +106,13 @@ class ControllerClient:
                 self._wake.wait(seconds)
         return self.stop.is_set()
 
-    def post(self, path: str, model: BaseModel, timeout: float | None = None) -> httpx.Response:
-        """POST `model` as JSON to `path` under the controller URL, signed (with the client's timeout by default)."""
+    def post(self, path: str, model: BaseModel, timeout: float = CALL_TIMEOUT_SECONDS) -> Answer:
+        """POST `model` as JSON to `path` under the controller URL, signed; raises `Unreachable` without answer."""
         body = model.model_dump_json().encode()
-        headers = signed_headers(self._secret, "POST", self._prefix + path, body)
+        signed_path = self._prefix + path
+        headers = signed_headers(self._secret, "POST", signed_path, body)
         headers["content-type"] = "application/json"
-        if timeout is None:
-            return self._http.post(self._base + path, content=body, headers=headers)
-        return self._http.post(self._base + path, content=body, headers=headers, timeout=timeout)
+        return self._transport(Call("POST", signed_path, self._base + path, headers, body, timeout))
 
     def claim_all(self, node_id: str, attempt_ids: list[str]) -> ClaimAnswer:
         """Claim offered attempts; the controller's answer, or all of them refused when it gave none."""
@@ -174,13 +177,13 @@ class ControllerClient:
         """Send one heartbeat; raises ControllerUnavailable when it is not answered with 2xx."""
         try:
             response = self.post(messages.heartbeat_path(beat.node_id), beat, timeout=self._heartbeat_timeout)
-        except httpx.HTTPError as exc:
+        except Unreachable as exc:
             raise ControllerUnavailable(f"heartbeat failed: {exc}") from exc
         if not response.is_success:
             raise ControllerUnavailable(f"heartbeat answered {response.status_code}: {response.text[:200]}")
         return HeartbeatAnswer.model_validate_json(response.content)
 
-    def _call(self, path: str, model: BaseModel, policy: RetryPolicy) -> httpx.Response | None:
+    def _call(self, path: str, model: BaseModel, policy: RetryPolicy) -> Answer | None:
         """POST with retries until 2xx or a stale status; None when retries ran out or the client stopped."""
         tries = 0
         while not self.stop.is_set():
@@ -195,11 +198,11 @@ class ControllerClient:
                 break
         return None
 
-    def _try_post(self, path: str, model: BaseModel) -> httpx.Response | None:
+    def _try_post(self, path: str, model: BaseModel) -> Answer | None:
         """One POST; None on a network error."""
         try:
             response = self.post(path, model)
-        except httpx.HTTPError as exc:
+        except Unreachable as exc:
             log.warning("POST %s failed: %s", path, exc)
             return None
         if not response.is_success and response.status_code not in STALE_STATUSES:
@@ -207,6 +210,6 @@ class ControllerClient:
         return response
 
 
-def _status(response: httpx.Response | None) -> str:
+def _status(response: Answer | None) -> str:
     """Status code of a response for logs."""
     return "no answer" if response is None else str(response.status_code)

@@ -3,6 +3,7 @@ node commands, and the controller client's bounded heartbeats and early retries.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
@@ -31,6 +31,7 @@ from nodeagent.process import ProcessSpec
 from nodeagent.running import RunningAttempts
 from nodeagent.settings import AgentSettings
 from nodeagent.testing import FakeBlobStore, make_attempt_spec
+from nodeagent.transport import Answer, Call
 from nodeagent.users import host_lock
 from tests.unit.nodeagent.fake_controller import SECRET, FakeController
 
@@ -304,13 +305,13 @@ def test_a_hung_heartbeat_gives_up_after_its_own_timeout(silent_port: int) -> No
 def test_pending_reports_are_retried_at_once_when_the_controller_answers_again() -> None:
     answers = iter([503, 200])
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(next(answers), json={"answers": {"a1": {"accepted": True}}})
+    def handle(call: Call) -> Answer:
+        return Answer(next(answers), json.dumps({"answers": {"a1": {"accepted": True}}}).encode())
 
     client = ControllerClient(
         "http://controller",
         SECRET,
-        http=httpx.Client(transport=httpx.MockTransport(handle)),
+        transport=handle,
         report_retry=RetryPolicy(attempts=None, first_delay=60.0),
     )
     report = TaskReport(node_id="n1", outcome="exited", exit_code=0, end_time="2026-01-01T00:00:00Z")

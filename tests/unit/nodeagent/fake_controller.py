@@ -1,4 +1,4 @@
-"""An in-process controller behind httpx.MockTransport, for agent tests."""
+"""An in-process controller the agent's client calls directly, for agent tests."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from nodeagent import messages
 from nodeagent.client import ControllerClient, RetryPolicy
 from nodeagent.messages import AttemptSpec, ClaimAnswer, HeartbeatAnswer, PoolConfig, ReportAnswer, ReportBatchAnswer
+from nodeagent.transport import Answer, Call
 
 SECRET = "test-secret"
 
@@ -34,31 +33,31 @@ class FakeController:
     lease_seconds: float = 30.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        assert self._signed(request)
-        path = request.url.path
-        body = json.loads(request.content)
+    def handle(self, call: Call) -> Answer:
+        assert self._signed(call)
+        path = call.path
+        body = json.loads(call.body)
         with self.lock:
             if path.endswith("/claims"):
                 ids = body["attempt_ids"]
                 known = [i for i in ids if i in self.specs]
                 answer = ClaimAnswer(specs=[self.specs[i] for i in known], refused=[i for i in ids if i not in known])
-                return httpx.Response(200, content=answer.model_dump_json())
+                return Answer(200, answer.model_dump_json().encode())
             if path.endswith("/reports"):
                 return self._reports(body)
             self.heartbeats.append(body)
-            return httpx.Response(200, content=self._answer(body).model_dump_json())
+            return Answer(200, self._answer(body).model_dump_json().encode())
 
-    def _reports(self, body: dict[str, Any]) -> httpx.Response:
+    def _reports(self, body: dict[str, Any]) -> Answer:
         """Record each report; answer with the refill when asked for one."""
         if self.report_status >= 300:
-            return httpx.Response(self.report_status)
+            return Answer(self.report_status)
         self.refills.append(body["refill"])
         for item in body["reports"]:
             self.reports[item["attempt_id"]] = item["report"]
         specs, self.next_specs = (self.next_specs, []) if body["refill"] else ([], self.next_specs)
         accepted = {item["attempt_id"]: ReportAnswer(accepted=True) for item in body["reports"]}
-        return httpx.Response(200, content=ReportBatchAnswer(answers=accepted, specs=specs).model_dump_json())
+        return Answer(200, ReportBatchAnswer(answers=accepted, specs=specs).model_dump_json().encode())
 
     def _answer(self, beat: dict[str, object]) -> HeartbeatAnswer:
         """Stale attempts, the lease, and the pool config when the node reports another version."""
@@ -69,18 +68,16 @@ class FakeController:
         )
 
     def client(self) -> ControllerClient:
-        http = httpx.Client(transport=httpx.MockTransport(self.handle))
         return ControllerClient(
             "http://controller",
             SECRET,
-            http=http,
+            transport=self.handle,
             claim_retry=RetryPolicy(attempts=2),
             report_retry=RetryPolicy(attempts=3, first_delay=0.01),
         )
 
     @staticmethod
-    def _signed(request: httpx.Request) -> bool:
-        expected = messages.node_signature(
-            SECRET, request.method, request.url.path, request.headers[messages.DATE_HEADER], request.content
-        )
-        return messages.signatures_match(expected, request.headers[messages.SIGNATURE_HEADER])
+    def _signed(call: Call) -> bool:
+        date = call.headers[messages.DATE_HEADER]
+        expected = messages.node_signature(SECRET, call.method, call.path, date, call.body)
+        return messages.signatures_match(expected, call.headers[messages.SIGNATURE_HEADER])

@@ -4,74 +4,70 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import httpx
-
 from nodeagent import messages
 from nodeagent.client import ControllerClient, RetryPolicy
 from nodeagent.messages import AttemptReport, ClaimAnswer, NodeHeartbeat, ReportBatch, TaskReport
 from nodeagent.testing import make_attempt_spec
+from nodeagent.transport import Answer, Call, Unreachable
 
 SECRET = "s3cret"
 
 
 def client_for(
-    handler: Callable[[httpx.Request], httpx.Response],
+    handler: Callable[[Call], Answer],
     *,
     base: str = "http://controller:8080",
     report_tries: int | None = 5,
 ) -> ControllerClient:
-    http = httpx.Client(transport=httpx.MockTransport(handler))
     return ControllerClient(
         base,
         SECRET,
-        http=http,
+        transport=handler,
         claim_retry=RetryPolicy(attempts=3),
         report_retry=RetryPolicy(attempts=report_tries),
         sleep=lambda _: False,
     )
 
 
-def signature_ok(request: httpx.Request) -> bool:
-    date = request.headers[messages.DATE_HEADER]
-    expected = messages.node_signature(
-        SECRET, request.method, request.url.raw_path.decode().split("?")[0], date, request.content
-    )
-    return messages.signatures_match(expected, request.headers[messages.SIGNATURE_HEADER])
+def signature_ok(call: Call) -> bool:
+    date = call.headers[messages.DATE_HEADER]
+    expected = messages.node_signature(SECRET, call.method, call.path, date, call.body)
+    return messages.signatures_match(expected, call.headers[messages.SIGNATURE_HEADER])
 
 
 def test_claim_is_signed_and_returns_the_specs() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Call] = []
     spec = make_attempt_spec(attempt_id="a1")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, content=ClaimAnswer(specs=[spec], refused=["a2"]).model_dump_json())
+    def handler(call: Call) -> Answer:
+        seen.append(call)
+        return Answer(200, ClaimAnswer(specs=[spec], refused=["a2"]).model_dump_json().encode())
 
     answer = client_for(handler).claim_all("node-1", ["a1", "a2"])
     assert (answer.specs, answer.refused) == ([spec], ["a2"])
-    assert seen[0].url.path == messages.claims_path("node-1")
-    assert json.loads(seen[0].content) == {"attempt_ids": ["a1", "a2"]}
+    assert seen[0].path == messages.claims_path("node-1")
+    assert json.loads(seen[0].body) == {"attempt_ids": ["a1", "a2"]}
     assert signature_ok(seen[0])
 
 
 def test_signature_covers_a_controller_path_prefix() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Call] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(409)
+    def handler(call: Call) -> Answer:
+        seen.append(call)
+        return Answer(409)
 
     client_for(handler, base="http://controller:8080/batch/").claim_all("n", ["a1"])
-    assert seen[0].url.path == "/batch" + messages.claims_path("n")
+    assert seen[0].path == "/batch" + messages.claims_path("n")
     assert signature_ok(seen[0])
 
 
 def test_claim_conflict_refuses_every_attempt() -> None:
     calls: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(call: Call) -> Answer:
         calls.append(1)
-        return httpx.Response(409)
+        return Answer(409)
 
     assert client_for(handler).claim_all("n", ["a1", "a2"]).refused == ["a1", "a2"]
     assert calls == [1]
@@ -80,9 +76,9 @@ def test_claim_conflict_refuses_every_attempt() -> None:
 def test_claim_network_errors_retry_a_few_times_then_refuse() -> None:
     calls: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(call: Call) -> Answer:
         calls.append(1)
-        raise httpx.ConnectError("refused", request=request)
+        raise Unreachable("refused")
 
     assert client_for(handler).claim_all("n", ["a1"]).refused == ["a1"]
     assert len(calls) == 3
@@ -94,29 +90,29 @@ def batch() -> ReportBatch:
 
 
 def test_reports_go_to_the_node_path_with_their_refill() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Call] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"answers": {"a1": {"accepted": True}}})
+    def handler(call: Call) -> Answer:
+        seen.append(call)
+        return Answer(200, json.dumps({"answers": {"a1": {"accepted": True}}}).encode())
 
     answer = client_for(handler).send_reports("n", batch())
     assert answer is not None and answer.answers["a1"].accepted
-    assert seen[0].url.path == messages.reports_path("n") and signature_ok(seen[0])
-    assert json.loads(seen[0].content)["refill"] is True
+    assert seen[0].path == messages.reports_path("n") and signature_ok(seen[0])
+    assert json.loads(seen[0].body)["refill"] is True
 
 
 def test_reports_are_retried_until_answered() -> None:
-    answers = iter([httpx.Response(503), httpx.Response(500), httpx.Response(200, json={"answers": {}})])
-    assert client_for(lambda request: next(answers)).deliver_reports("n", batch()) is not None
+    answers = iter([Answer(503), Answer(500), Answer(200, json.dumps({"answers": {}}).encode())])
+    assert client_for(lambda call: next(answers)).deliver_reports("n", batch()) is not None
 
 
 def test_reports_refused_as_a_whole_are_not_retried() -> None:
     calls: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(call: Call) -> Answer:
         calls.append(1)
-        return httpx.Response(400)
+        return Answer(400)
 
     answer = client_for(handler).deliver_reports("n", batch())
     assert answer is not None and answer.answers == {}
@@ -126,9 +122,9 @@ def test_reports_refused_as_a_whole_are_not_retried() -> None:
 def test_report_retries_stop_when_the_client_stops() -> None:
     client: ControllerClient
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(call: Call) -> Answer:
         client.stop.set()
-        return httpx.Response(500)
+        return Answer(500)
 
     client = client_for(handler, report_tries=None)
     assert client.deliver_reports("n", batch()) is None
@@ -137,9 +133,9 @@ def test_report_retries_stop_when_the_client_stops() -> None:
 def test_heartbeat_returns_the_answer() -> None:
     beat = NodeHeartbeat(node_id="n1", pool_id="p", task_slots=2, file_server_url="http://h:1")
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == messages.heartbeat_path("n1") and signature_ok(request)
-        return httpx.Response(200, json={"stale_attempts": ["x"]})
+    def handler(call: Call) -> Answer:
+        assert call.path == messages.heartbeat_path("n1") and signature_ok(call)
+        return Answer(200, json.dumps({"stale_attempts": ["x"]}).encode())
 
     assert client_for(handler).heartbeat(beat).stale_attempts == ["x"]
 
