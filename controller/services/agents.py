@@ -20,7 +20,7 @@ from controller.services.jobs import apply_job_action, end_with_manager
 from controller.services.jobtasks import releases_for
 from controller.services.records import load
 from controller.store import reads
-from controller.store.transitions import AttemptFinish, Heartbeat
+from controller.store.transitions import AttemptFinish, Claimed, Heartbeat
 from nodeagent.messages import (
     AttemptSpec,
     ClaimAnswer,
@@ -56,31 +56,27 @@ async def claim_all(ctx: Context, node_id: str, attempt_ids: list[str]) -> Claim
     """Claim offered attempts for `node_id`: the specs of those it now runs, the ids of those refused."""
     lease = _ms(ctx.settings.lease_seconds)
     results = await ctx.transitions.claim_all(attempt_ids, node_id, iso(now()), lease, new_etag())
-    claimed: list[tuple[str, str]] = []
+    claimed: list[tuple[str, Claimed]] = []
     refused: list[str] = []
-    for attempt_id, (ok, detail) in zip(attempt_ids, results, strict=True):
-        if ok:
-            claimed.append((attempt_id, detail))
+    for attempt_id, result in zip(attempt_ids, results, strict=True):
+        if result.ok:
+            claimed.append((attempt_id, result))
         else:
-            log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, detail)
+            log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, result.detail)
             refused.append(attempt_id)
     built = await _specs(ctx, node_id, claimed)
     return ClaimAnswer(specs=list(built.values()), refused=refused + [i for i, _ in claimed if i not in built])
 
 
-async def _specs(ctx: Context, node_id: str, claimed: list[tuple[str, str]]) -> dict[str, AttemptSpec]:
-    """The specs of claimed attempts (attempt id, task hash key), by attempt id; those whose task is gone left out."""
-    keys = ctx.keys
-    wanted = [(task, keys.job(keys.job_key_of_task(task)), keys.attempt(attempt_id)) for attempt_id, task in claimed]
-    loaded = await reads.records(ctx.redis, [key for triple in wanted for key in triple])
+async def _specs(ctx: Context, node_id: str, claimed: list[tuple[str, Claimed]]) -> dict[str, AttemptSpec]:
+    """The specs of claimed attempts, by attempt id; those whose task or job is gone left out."""
     pools: dict[str, Record | None] = {}
     built: dict[str, AttemptSpec] = {}
-    for index, (attempt_id, _) in enumerate(claimed):
-        task, job, attempt = loaded[3 * index : 3 * index + 3]
+    for attempt_id, (_, _, task, job, attempt) in claimed:
         if not task or not job:
             continue
         if job["pool"] not in pools:
-            pools[job["pool"]] = await load(ctx.redis, keys.pool(job["pool"]))
+            pools[job["pool"]] = await load(ctx.redis, ctx.keys.pool(job["pool"]))
         spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pools[job["pool"]])
         if attempt.get("gang"):
             spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})

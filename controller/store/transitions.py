@@ -88,6 +88,30 @@ class AttemptFinish:
     dependency_action: str = "satisfy"
 
 
+class Claimed(NamedTuple):
+    """How claiming one offered attempt went."""
+
+    ok: bool
+    detail: str
+    """When claimed: the task's hash key; when refused: why."""
+    task: dict[str, str]
+    """When claimed, the records as the claim left them: the task, its job and the attempt (else empty)."""
+    job: dict[str, str]
+    attempt: dict[str, str]
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    """A hash from HGETALL's flat field, value list."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _claimed(reply: Sequence[Any]) -> Claimed:
+    """claim.lua's reply: ok with the task key and three records, or refused with the reason."""
+    if reply[0] != "ok":
+        return Claimed(False, reply[1], {}, {}, {})
+    return Claimed(True, reply[1], _pairs(reply[2]), _pairs(reply[3]), _pairs(reply[4]))
+
+
 class Finished(NamedTuple):
     """How applying one attempt's end went."""
 
@@ -185,14 +209,14 @@ class Transitions:
 
     async def claim_all(
         self, attempt_ids: Sequence[str], node_id: str, now: str, lease_expiry_ms: int, etag: str
-    ) -> list[tuple[bool, str]]:
-        """Claim offered attempts, each on its own; per attempt (True, task hash key) or (False, reason)."""
+    ) -> list[Claimed]:
+        """Claim offered attempts, each on its own; how each went, with the records a claimed one needs."""
         k = self.keys
         calls = [
             ([k.attempt(attempt_id), k.offers(), k.leases()], [node_id, now, lease_expiry_ms, etag])
             for attempt_id in attempt_ids
         ]
-        return [(status == "ok", detail) for status, detail in await self._run_each("claim", calls)]
+        return [_claimed(reply) for reply in await self._run_each("claim", calls)]
 
     async def finish_all(self, ends: Sequence[tuple[str, AttemptFinish]]) -> list[Finished]:
         """Apply several attempts' ends, each on its own; how each went."""

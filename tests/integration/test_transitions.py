@@ -47,7 +47,7 @@ async def claim(
     store: Transitions, attempt_id: str, node_id: str, now: str, expiry: int, etag: str
 ) -> tuple[bool, str]:
     (result,) = await store.claim_all([attempt_id], node_id, now, expiry, etag)
-    return result
+    return result.ok, result.detail
 
 
 async def finish(store: Transitions, attempt_id: str, end: AttemptFinish) -> tuple[bool, str]:

@@ -4,7 +4,7 @@
 -- An instance of a multi-instance task (field `gang`: its primary attempt) moves the task when it is
 -- the first of its gang to be claimed; the task then shows the primary's node.
 -- KEYS: 1 attempt, 2 offers, 3 leases. ARGV: 1 node id, 2 now (ISO), 3 lease expiry (ms), 4 new etag.
--- Returns {"ok", task hash key} or {"refused", reason}.
+-- Returns {"ok", task hash key, task, job and attempt fields (flat lists, as claimed)} or {"refused", reason}.
 local attempt = KEYS[1]
 local astate = redis.call('HGET', attempt, 'state')
 if astate ~= 'offered' then return {'refused', 'attempt is ' .. tostring(astate)} end
@@ -32,4 +32,4 @@ redis.call('HINCRBY', redis.call('HGET', attempt, 'node'), 'total_run', 1)
 redis.call('HSET', attempt, 'state', 'running', 'started', now)
 redis.call('ZREM', KEYS[2], attempt)
 redis.call('ZADD', KEYS[3], ARGV[3], attempt)
-return {'ok', task}
+return {'ok', task, redis.call('HGETALL', task), redis.call('HGETALL', job), redis.call('HGETALL', attempt)}
