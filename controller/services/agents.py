@@ -19,7 +19,6 @@ from controller.services import specs
 from controller.services.jobs import apply_job_action, end_with_manager
 from controller.services.jobtasks import releases_for
 from controller.services.records import load
-from controller.store import reads
 from controller.store.transitions import AttemptFinish, Claimed, Heartbeat
 from nodeagent.messages import (
     AttemptSpec,
@@ -141,16 +140,13 @@ class Ending:
 async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBatchAnswer:
     """Apply each report; with `refill`, place queued tasks on the freed slots at once and claim them for the node.
 
-    The attempts and tasks are read in two round trips and the ends applied in one pipeline, each end a
+    The attempts and their tasks are read in one round trip and the ends applied in one pipeline, each end a
     compare-and-set of its own: a report of an attempt that is no longer its task's current one is refused.
     """
-    attempts = await reads.records(ctx.redis, [ctx.keys.attempt(item.attempt_id) for item in batch.reports])
-    task_keys = [attempt["task"] for attempt in attempts if attempt]
-    tasks = dict(zip(task_keys, await reads.records(ctx.redis, task_keys), strict=True))
+    attempt_keys = [ctx.keys.attempt(item.attempt_id) for item in batch.reports]
     answers: dict[str, ReportAnswer] = {}
     endings: list[Ending] = []
-    for item, attempt in zip(batch.reports, attempts, strict=True):
-        task = tasks.get(attempt.get("task", ""))
+    for item, (attempt, task) in zip(batch.reports, await ctx.transitions.linked(attempt_keys, "task"), strict=True):
         try:
             if item.report.node_id != node_id:
                 raise stale("the report names another node")

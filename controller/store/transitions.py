@@ -25,6 +25,7 @@ def _load(name: str) -> str:
 
 
 SCRIPT_NAMES = (
+    "linked",
     "create",
     "add_tasks",
     "offer",
@@ -151,6 +152,13 @@ class Transitions:
             for keys, args in calls:
                 await script(keys=list(keys), args=[str(arg) for arg in args], client=pipe)
             return list(await pipe.execute())
+
+    async def linked(self, keys: Sequence[str], field: str) -> list[tuple[dict[str, str], dict[str, str]]]:
+        """Each hash with the hash its `field` names (empty when either is absent), in one round trip."""
+        if not keys:
+            return []
+        replies = cast(list[list[list[str]]], await self._run("linked", keys, [field]))
+        return [(_pairs(own), _pairs(other)) for own, other in replies]
 
     async def create(self, hash_key: str, index_key: str, member: str, fields: Mapping[str, str]) -> str | None:
         """Create an entity; None on success, else the id of the entity that already exists."""

@@ -79,6 +79,34 @@ async def test_two_claims_of_one_attempt_only_one_wins(store: Transitions) -> No
     assert sorted(ok for ok, _ in results) == [False, True]
 
 
+async def test_a_claim_returns_the_records_as_it_left_them(store: Transitions) -> None:
+    (task_key,) = await _job_with_tasks(store, 1)
+    await _node(store)
+    attempt_id = uuid.uuid4().hex
+    await store.offer("n1", "job", "p", 0, [Placement(task_key, attempt_id)])
+    (claimed,) = await store.claim_all([attempt_id], "n1", NOW, 1, "0x2")
+    assert claimed.ok and claimed.detail == task_key
+    assert claimed.task == await store.redis.hgetall(task_key)
+    assert claimed.task["state"] == "running" and claimed.attempt["state"] == "running"
+    assert claimed.job == await store.redis.hgetall(store.keys.job("job"))
+    # A refused claim carries only the reason
+    (again,) = await store.claim_all([attempt_id], "n1", NOW, 1, "0x3")
+    assert (again.ok, again.task, again.job, again.attempt) == (False, {}, {}, {})
+
+
+async def test_linked_reads_each_hash_with_the_one_it_names(store: Transitions) -> None:
+    await store.redis.hset("L:a", mapping={"task": "L:t", "x": "1"})
+    await store.redis.hset("L:t", mapping={"id": "t"})
+    await store.redis.hset("L:b", mapping={"task": "L:gone"})
+    await store.redis.hset("L:c", mapping={"other": "1"})
+    assert await store.linked(["L:a", "L:b", "L:c", "L:missing"], "task") == [
+        ({"task": "L:t", "x": "1"}, {"id": "t"}),
+        ({"task": "L:gone"}, {}),
+        ({"other": "1"}, {}),
+        ({}, {}),
+    ]
+
+
 async def test_claim_from_another_node_is_refused(store: Transitions) -> None:
     (task_key,) = await _job_with_tasks(store, 1)
     await _node(store, "n1")
