@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis
 
 from batchyard.client import BatchClient
@@ -28,6 +29,10 @@ from controller.store.keys import Keys
 
 COLLECTION = 100
 """Tasks per addtaskcollection call (the service's maximum)."""
+
+STACK_ROLES = (("launcher", "nodeagent.launcherd"), ("agent", "-m nodeagent"), ("controller", "-m controller"),
+               ("redis", "redis-server"), ("azurite", "azurite"))  # fmt: skip
+"""How a stack process is told by its command line (first match wins)."""
 
 
 def free_port() -> int:
@@ -119,6 +124,31 @@ def start_stack(
         time.sleep(0.2)
     child.kill()
     raise SystemExit(f"batchyard up did not start; see {data_dir.parent / 'up.log'}")
+
+
+def stack_cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this benchmark's stack, by role: each process's own and its reaped children's.
+
+    The stack is every descendant of this process; launchers include the commands they ran.
+    """
+    used: dict[str, float] = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        role = next((name for name, marker in STACK_ROLES if marker in command), None)
+        if role is not None:
+            total = times.user + times.system + times.children_user + times.children_system
+            used[role] = used.get(role, 0.0) + total
+    return used
+
+
+def cpu_ms_per_task(before: dict[str, float], after: dict[str, float], tasks: int) -> dict[str, float]:
+    """Milliseconds of CPU per task by role between two `stack_cpu_seconds` readings, with their total."""
+    per_task = {role: round((after[role] - before.get(role, 0.0)) * 1000 / tasks, 2) for role in after}
+    return {**per_task, "total": round(sum(per_task.values()), 2)}
 
 
 def remove_shared_node_roots(data_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""1,000 `/bin/true` tasks through a fresh `batchyard up`: throughput and add-to-completion latency, as JSON."""
+"""1,000 `/bin/true` tasks through a fresh `batchyard up`: throughput, add-to-completion latency and the CPU
+each task cost the stack's processes (controller, agents, launchers with the commands they ran, Redis), as JSON."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import add_all, completed_tasks, percentile, seconds_between, stack
+from common import add_all, completed_tasks, cpu_ms_per_task, percentile, seconds_between, stack, stack_cpu_seconds
 
 from batchyard.client import BatchClient
 
@@ -21,6 +22,7 @@ def measure(client: BatchClient, total: int) -> dict[str, Any]:
     """Add the tasks, wait for all of them, and summarise."""
     job_id = "bench"
     client.post("/jobs", {"id": job_id, "poolInfo": {"poolId": "local"}}).raise_for_status()
+    cpu_before = stack_cpu_seconds()
     started = time.monotonic()
     add_all(client, job_id, total)
     added = time.monotonic()
@@ -28,6 +30,7 @@ def measure(client: BatchClient, total: int) -> dict[str, Any]:
     while client.get(f"/jobs/{job_id}/taskcounts").json()["taskCounts"]["completed"] < total:
         time.sleep(0.25)
     elapsed = time.monotonic() - started
+    cpu = cpu_ms_per_task(cpu_before, stack_cpu_seconds(), total)
     done = completed_tasks(client, job_id)
     latencies = [seconds_between(task["creationTime"], task["executionInfo"]["endTime"]) for task in done]
     failed = sum(task["executionInfo"].get("exitCode") != 0 for task in done)
@@ -39,6 +42,7 @@ def measure(client: BatchClient, total: int) -> dict[str, Any]:
         "tasks_per_second": round(total / elapsed, 1),
         "latency_p50_seconds": round(statistics.median(latencies), 3),
         "latency_p95_seconds": round(percentile(latencies, 0.95), 3),
+        "cpu_ms_per_task": cpu,
     }
 
 

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 LEADER_TTL_MS = 5000
 
+JOB_FIELDS = ("max_parallel", "prep")
+"""What placement reads of a job."""
+TASK_FIELDS = ("slots", "job", "id", "affinity", "exclusive", "instances")
+"""What placement reads of each queued task (`Want`, the offer's names, multi-instance)."""
+
 
 @dataclass(frozen=True)
 class Refill:
@@ -168,18 +173,15 @@ class Scheduler:
     ) -> dict[str, int]:
         redis, keys = self.ctx.redis, self.ctx.keys
         room = sum(free.values())
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.job(job_key), "max_parallel", "prep")
-            pipe.zrange(keys.job_queue(job_key), 0, room - 1)
-            (limit, prep), queued = await pipe.execute()
+        head = await self.ctx.transitions.queue_head(job_key, room, JOB_FIELDS, TASK_FIELDS)
+        limit, prep = head.job
         allowed = await self._parallel_room(job_key, int(limit or -1), room)
         if allowed <= 0:
             return free
-        task_keys = list(queued[:allowed])
+        task_keys, rows = head.task_keys[:allowed], head.rows[:allowed]
         if not task_keys:
             await redis.zrem(keys.pool_jobs(pool_key), job_key)
             return free
-        rows = await reads.fields(redis, task_keys, "slots", "job", "id", "affinity", "exclusive", "instances")
         names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         # Only a job whose preparation must succeed keeps its tasks off the nodes where it failed.
         unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key)) if prep == "wait" else []

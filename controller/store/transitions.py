@@ -26,6 +26,7 @@ def _load(name: str) -> str:
 
 SCRIPT_NAMES = (
     "linked",
+    "queue_head",
     "create",
     "add_tasks",
     "offer",
@@ -113,6 +114,17 @@ def _claimed(reply: Sequence[Any]) -> Claimed:
     return Claimed(True, reply[1], _pairs(reply[2]), _pairs(reply[3]), _pairs(reply[4]))
 
 
+class QueueHead(NamedTuple):
+    """The head of a job's queue as placement reads it."""
+
+    job: list[str | None]
+    """The job fields asked for, in order."""
+    task_keys: list[str]
+    """The first queued tasks, in queue order."""
+    rows: list[list[str | None]]
+    """Each of those tasks' fields asked for, in order."""
+
+
 class Finished(NamedTuple):
     """How applying one attempt's end went."""
 
@@ -159,6 +171,15 @@ class Transitions:
             return []
         replies = cast(list[list[list[str]]], await self._run("linked", keys, [field]))
         return [(_pairs(own), _pairs(other)) for own, other in replies]
+
+    async def queue_head(
+        self, job_key: str, count: int, job_fields: Sequence[str], task_fields: Sequence[str]
+    ) -> QueueHead:
+        """A job's `job_fields`, its first `count` queued task keys and their `task_fields`, in one round trip."""
+        keys = [self.keys.job(job_key), self.keys.job_queue(job_key)]
+        reply = await self._run("queue_head", keys, [count, len(job_fields), *job_fields, *task_fields])
+        job, queued, rows = cast(tuple[list[str | None], list[str], list[list[str | None]]], reply)
+        return QueueHead(job, queued, rows)
 
     async def create(self, hash_key: str, index_key: str, member: str, fields: Mapping[str, str]) -> str | None:
         """Create an entity; None on success, else the id of the entity that already exists."""

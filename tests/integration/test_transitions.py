@@ -107,6 +107,17 @@ async def test_linked_reads_each_hash_with_the_one_it_names(store: Transitions) 
     ]
 
 
+async def test_queue_head_reads_the_job_and_its_first_queued_tasks_in_order(store: Transitions) -> None:
+    task_keys = await _job_with_tasks(store, 3)
+    await store.redis.hset(store.keys.job("job"), "max_parallel", "2")
+    head = await store.queue_head("job", 2, ["max_parallel", "prep"], ["id", "slots", "affinity"])
+    assert head.job == ["2", None]
+    assert head.task_keys == task_keys[:2]
+    assert head.rows == [["t0", "1", None], ["t1", "1", None]]
+    everything = await store.queue_head("job", 10, ["state"], ["id"])
+    assert (everything.job, everything.rows) == (["active"], [["t0"], ["t1"], ["t2"]])
+
+
 async def test_claim_from_another_node_is_refused(store: Transitions) -> None:
     (task_key,) = await _job_with_tasks(store, 1)
     await _node(store, "n1")
