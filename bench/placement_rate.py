@@ -120,6 +120,7 @@ async def scheduler_rate(redis_url: str, node_count: int, slots: int, tasks: int
     finally:
         await ctx.http.aclose()
         await ctx.redis.aclose()
+        await ctx.wire.aclose()
         ctx.dispatcher.close()
     rate = counting.published / sum(passes)
     return {

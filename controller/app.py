@@ -29,6 +29,7 @@ from controller.storage import AutoStorage
 from controller.store.keys import Keys
 from controller.store.redis import connect
 from controller.store.transitions import Transitions
+from controller.store.wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +125,14 @@ async def _unexpected(request: Request, error: Exception) -> Response:
 
 def build_context(settings: ControllerSettings) -> Context:
     """Connect the store, broker and HTTP client for one process."""
-    redis = connect(settings.redis_url)
+    wire = Wire(settings.redis_url)
     keys = Keys(settings.key_prefix)
     return Context(
         settings=settings,
-        redis=redis,
+        redis=connect(settings.redis_url),
+        wire=wire,
         keys=keys,
-        transitions=Transitions(redis, keys),
+        transitions=Transitions(wire, keys),
         dispatcher=Dispatcher(make_celery(settings.broker, settings.broker_key_prefix)),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
         storage=AutoStorage(
@@ -166,6 +168,7 @@ def create_app(settings: ControllerSettings, run_scheduler: bool = True) -> Batc
                 await scheduler.resign()
             await ctx.http.aclose()
             await ctx.redis.aclose()
+            await ctx.wire.aclose()
             ctx.dispatcher.close()
 
     app = Starlette(

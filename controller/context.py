@@ -15,6 +15,7 @@ from controller.settings import ControllerSettings
 from controller.storage import AutoStorage
 from controller.store.keys import Keys
 from controller.store.transitions import Transitions
+from controller.store.wire import Wire
 
 if TYPE_CHECKING:
     # Only a type here: the scheduler runs on a context.
@@ -27,6 +28,9 @@ class Context:
 
     settings: ControllerSettings
     redis: Redis
+    """redis-py: single commands that change state, blocking waits, the scheduler's lease."""
+    wire: Wire
+    """The multiplexed connection of scripts and reads (`controller.store.reads`), the per-task path."""
     keys: Keys
     transitions: Transitions
     dispatcher: Dispatcher
@@ -44,7 +48,4 @@ class Context:
     async def wake_scheduler(self) -> None:
         """Tell the scheduler there is work (a task queued or a slot freed)."""
         wake = self.keys.scheduler_wake()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(wake, "1")
-            pipe.ltrim(wake, 0, 0)
-            await pipe.execute()
+        await self.wire.batch([("LPUSH", wake, "1"), ("LTRIM", wake, 0, 0)])

@@ -19,23 +19,23 @@ log = logging.getLogger(__name__)
 
 async def converge(ctx: Context) -> None:
     """One pass over every pool."""
-    for pool_key in await reads.members(ctx.redis, ctx.keys.pools()):
-        pool = await reads.record(ctx.redis, ctx.keys.pool(pool_key))
+    for pool_key in await reads.members(ctx.wire, ctx.keys.pools()):
+        pool = await reads.record(ctx.wire, ctx.keys.pool(pool_key))
         if pool:
             await converge_pool(ctx, pool)
 
 
 async def converge_pool(ctx: Context, pool: Record) -> None:
     """Bring one pool's nodes towards its target, and finish what its leaving nodes started."""
-    node_ids = await reads.members(ctx.redis, ctx.keys.pool_nodes(pool["key"]))
-    nodes = [node for node in await reads.records(ctx.redis, [ctx.keys.node(n) for n in node_ids]) if node]
+    node_ids = await reads.members(ctx.wire, ctx.keys.pool_nodes(pool["key"]))
+    nodes = [node for node in await reads.records(ctx.wire, [ctx.keys.node(n) for n in node_ids]) if node]
     await _finish_leaving(ctx, pool, [node for node in nodes if node["state"] == "leavingpool"])
     await _send_pending_reboots(ctx, [node for node in nodes if node.get("pending") == "reboot"])
     if pool["state"] == "deleting":
         await _delete_pool(ctx, pool, nodes)
         return
     staying = {node["id"] for node in nodes if node["state"] != "leavingpool"}
-    provided = set(await reads.set_members(ctx.redis, ctx.keys.pool_provided(pool["key"])))
+    provided = set(await reads.set_members(ctx.wire, ctx.keys.pool_provided(pool["key"])))
     for node_id in sorted(provided):
         await asyncio.to_thread(ctx.provider.ensure, pool, node_id)
     leaving = {node["id"] for node in nodes if node["state"] == "leavingpool"}
@@ -94,7 +94,7 @@ async def _shrink(ctx: Context, pool: Record, nodes: list[Record], provided: set
 
 async def _runs_job_manager(ctx: Context, node_id: str) -> bool:
     """True when one of the node's attempts is of a job manager task."""
-    for attempt_key in await reads.set_members(ctx.redis, ctx.keys.node_attempts(node_id)):
+    for attempt_key in await reads.set_members(ctx.wire, ctx.keys.node_attempts(node_id)):
         task_key = await ctx.redis.hget(attempt_key, "task")
         if task_key and await ctx.redis.hget(task_key, "jm") == "1":
             return True
@@ -123,7 +123,7 @@ async def _delete_pool(ctx: Context, pool: Record, nodes: list[Record]) -> None:
     for node in nodes:
         if node["state"] != "leavingpool":
             await leave_pool(ctx, node["id"], "requeue")
-    for node_id in await reads.set_members(ctx.redis, ctx.keys.pool_provided(pool["key"])):
+    for node_id in await reads.set_members(ctx.wire, ctx.keys.pool_provided(pool["key"])):
         if node_id not in {node["id"] for node in nodes}:
             await asyncio.to_thread(ctx.provider.stop, node_id)
             await ctx.redis.srem(ctx.keys.pool_provided(pool["key"]), node_id)

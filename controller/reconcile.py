@@ -37,7 +37,7 @@ async def reconcile(ctx: Context) -> None:
 
 async def expire_leases(ctx: Context) -> None:
     """Running (or stopping) attempts whose lease ran out go back to the queue with requeueCount + 1."""
-    expired = await reads.due(ctx.redis, ctx.keys.leases(), _now_ms(), BATCH)
+    expired = await reads.due(ctx.wire, ctx.keys.leases(), _now_ms(), BATCH)
     for attempt_key in expired:
         if await ctx.transitions.stop_attempt(attempt_key, "running,stopping", "requeue", iso(now()), new_etag()):
             log.warning("lease of attempt %s expired; its task is queued again", ctx.keys.attempt_id_of(attempt_key))
@@ -48,15 +48,15 @@ async def expire_leases(ctx: Context) -> None:
 async def repeat_offers(ctx: Context) -> None:
     """Offers nobody claimed in time are sent again, or withdrawn when their node went silent."""
     cutoff = _now_ms() - int(ctx.settings.dispatch_timeout_seconds * 1000)
-    old = await reads.due(ctx.redis, ctx.keys.offers(), cutoff, BATCH)
+    old = await reads.due(ctx.wire, ctx.keys.offers(), cutoff, BATCH)
     resend: list[Dispatch] = []
     for attempt_key in old:
-        attempt = await reads.record(ctx.redis, attempt_key)
-        node = await reads.record(ctx.redis, ctx.keys.node(attempt.get("node_id", ""))) if attempt else {}
+        attempt = await reads.record(ctx.wire, attempt_key)
+        node = await reads.record(ctx.wire, ctx.keys.node(attempt.get("node_id", ""))) if attempt else {}
         if not attempt or node.get("state") not in ("idle", "running"):
             await ctx.transitions.stop_attempt(attempt_key, "offered", "release", iso(now()), new_etag())
             continue
-        ((job_id, task_id),) = await reads.fields(ctx.redis, [attempt["task"]], "job", "id")
+        ((job_id, task_id),) = await reads.fields(ctx.wire, [attempt["task"]], "job", "id")
         offer = Offer(attempt_id=attempt["id"], job_id=job_id or "", task_id=task_id or "")
         resend.append(Dispatch(node_id=attempt["node_id"], offers=[offer]))
         await ctx.redis.zadd(ctx.keys.offers(), {attempt_key: _now_ms()}, xx=True)
@@ -68,7 +68,7 @@ async def repeat_offers(ctx: Context) -> None:
 async def mark_silent_nodes(ctx: Context) -> None:
     """Nodes not heard from within the node timeout become `unknown`."""
     cutoff = _now_ms() - int(ctx.settings.node_timeout_seconds * 1000)
-    for pool_key in await reads.members(ctx.redis, ctx.keys.pools()):
-        for node_id in await reads.members(ctx.redis, ctx.keys.pool_nodes(pool_key)):
+    for pool_key in await reads.members(ctx.wire, ctx.keys.pools()):
+        for node_id in await reads.members(ctx.wire, ctx.keys.pool_nodes(pool_key)):
             if await ctx.transitions.node_silent(node_id, cutoff, iso(now()), new_etag()):
                 log.warning("node %s is silent; marked unknown", node_id)

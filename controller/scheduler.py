@@ -109,7 +109,7 @@ class Scheduler:
     async def place_all(self) -> None:
         """One placement pass over every pool; each node's offers go out in one message."""
         dispatches: list[Dispatch] = []
-        for pool_key in await reads.members(self.ctx.redis, self.ctx.keys.pools()):
+        for pool_key in await reads.members(self.ctx.wire, self.ctx.keys.pools()):
             dispatches += await self.place_pool(pool_key)
         await self.ctx.dispatcher.publish(dispatches)
 
@@ -121,7 +121,7 @@ class Scheduler:
         """
         if not self.leading:
             return None
-        record = await reads.record(self.ctx.redis, self.ctx.keys.node(node_id))
+        record = await reads.record(self.ctx.wire, self.ctx.keys.node(node_id))
         if not record.get("pool"):
             return None
         dispatches, left = await self._place(record["pool"], self._free_slots([node_id], [record]))
@@ -144,9 +144,9 @@ class Scheduler:
     async def place_pool(self, pool_key: str) -> list[Dispatch]:
         """Offer as many queued tasks of the pool's jobs, in job order, as its nodes have room for; the
         offers, one dispatch per node, not yet sent."""
-        keys, redis = self.ctx.keys, self.ctx.redis
-        node_ids = await reads.members(redis, keys.pool_nodes(pool_key))
-        records = await reads.records(redis, [keys.node(node_id) for node_id in node_ids])
+        keys = self.ctx.keys
+        node_ids = await reads.members(self.ctx.wire, keys.pool_nodes(pool_key))
+        records = await reads.records(self.ctx.wire, [keys.node(node_id) for node_id in node_ids])
         dispatches, _ = await self._place(pool_key, self._free_slots(node_ids, records))
         return dispatches
 
@@ -156,10 +156,10 @@ class Scheduler:
         offers: dict[str, list[Offer]] = defaultdict(list)
         if not free:
             return [], {}
-        async with self.ctx.redis.pipeline(transaction=False) as pipe:
-            pipe.hget(self.ctx.keys.pool(pool_key), "spec")
-            pipe.zrange(self.ctx.keys.pool_jobs(pool_key), 0, -1)
-            spec, job_keys = await pipe.execute()
+        keys = self.ctx.keys
+        spec, job_keys = await self.ctx.wire.batch(
+            [("HGET", keys.pool(pool_key), "spec"), ("ZRANGE", keys.pool_jobs(pool_key), 0, -1)]
+        )
         policy = json.loads(spec or "{}").get("taskSchedulingPolicy") or {}
         fill_type = str(policy.get("nodeFillType", "spread"))
         for job_key in job_keys:
@@ -184,7 +184,7 @@ class Scheduler:
             return free
         names = {task_key: (row[1] or "", row[2] or "") for task_key, row in zip(task_keys, rows, strict=True)}
         # Only a job whose preparation must succeed keeps its tasks off the nodes where it failed.
-        unprepared = await reads.set_members(redis, keys.job_prep_failed(job_key)) if prep == "wait" else []
+        unprepared = await reads.set_members(self.ctx.wire, keys.job_prep_failed(job_key)) if prep == "wait" else []
         usable = {node: slots for node, slots in free.items() if node not in unprepared}
         gangs = {key: int(row[5]) for key, row in zip(task_keys, rows, strict=True) if row[5]}
         usable = await self._place_gangs(job_key, pool_key, gangs, usable, names, offers)
@@ -228,7 +228,7 @@ class Scheduler:
         """How many more attempts the job may have at once (its maxParallelTasks `limit`), at most `wanted`."""
         if limit < 1:
             return wanted
-        live = await self.ctx.redis.scard(self.ctx.keys.job_attempts(job_key))
+        live = int(await self.ctx.wire.call("SCARD", self.ctx.keys.job_attempts(job_key)))
         return min(wanted, limit - live)
 
     async def _offer(

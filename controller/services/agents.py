@@ -75,7 +75,7 @@ async def _specs(ctx: Context, node_id: str, claimed: list[tuple[str, Claimed]])
         if not task or not job:
             continue
         if job["pool"] not in pools:
-            pools[job["pool"]] = await load(ctx.redis, ctx.keys.pool(job["pool"]))
+            pools[job["pool"]] = await load(ctx.wire, ctx.keys.pool(job["pool"]))
         spec = await specs.attempt_spec(ctx, attempt_id, node_id, job, task, pools[job["pool"]])
         if attempt.get("gang"):
             spec = spec.model_copy(update={"multi_instance": await specs.multi_instance(ctx, task, attempt)})
@@ -86,7 +86,7 @@ async def _specs(ctx: Context, node_id: str, claimed: list[tuple[str, Claimed]])
 async def coordinated(ctx: Context, attempt_id: str, body: Coordinated) -> None:
     """Record how an instance's coordination command ended (once); a failure fails the whole gang."""
     attempt_key = ctx.keys.attempt(attempt_id)
-    attempt = await load(ctx.redis, attempt_key)
+    attempt = await load(ctx.wire, attempt_key)
     if attempt is None or attempt.get("node_id") != body.node_id or attempt.get("state") != "running":
         raise stale("the instance is not running")
     if not await ctx.redis.hsetnx(attempt_key, "coord_end", iso(body.end_time)):
@@ -105,7 +105,7 @@ async def gang(ctx: Context, attempt_id: str) -> GangState:
     """Whether every instance of the primary's task coordinated (`ready`), one failed, or not yet."""
     attempt_key = ctx.keys.attempt(attempt_id)
     task_key = await ctx.redis.hget(attempt_key, "task")
-    task = await load(ctx.redis, str(task_key)) if task_key else None
+    task = await load(ctx.wire, str(task_key)) if task_key else None
     if task is None or task.get("attempt") != attempt_key:
         raise stale("the attempt is not the task's primary")
     if task.get("gang_failed"):
@@ -250,7 +250,7 @@ async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbea
     if stale_keys:
         log.info("node %s told to stop %d stale attempts", node_id, len(stale_keys))
     await _requeue_stopped(ctx, node_id, result.stopped)
-    pool = await load(ctx.redis, ctx.keys.pool(beat.pool_key))
+    pool = await load(ctx.wire, ctx.keys.pool(beat.pool_key))
     config = None
     if command != "leave" and pool is not None and specs.config_version(pool) != body.pool_config_version:
         config = await specs.pool_config(ctx, pool)

@@ -88,17 +88,17 @@ async def fail_job(ctx: Context, job: Record, code: str, message: str) -> None:
 
 async def retire(ctx: Context) -> None:
     """Delete the auto pools whose job completed or is gone (those kept alive are only forgotten)."""
-    for pool_key, value in (await reads.record(ctx.redis, ctx.keys.auto_pools())).items():
+    for pool_key, value in (await reads.record(ctx.wire, ctx.keys.auto_pools())).items():
         owner = json.loads(value)
         if "schedule" in owner:
-            holder = await reads.record(ctx.redis, ctx.keys.job_schedule(owner["schedule"]))
+            holder = await reads.record(ctx.wire, ctx.keys.job_schedule(owner["schedule"]))
         else:
-            holder = await reads.record(ctx.redis, ctx.keys.job(owner["job"]))
+            holder = await reads.record(ctx.wire, ctx.keys.job(owner["job"]))
         if holder and holder.get("state") not in ("completed", "deleting"):
             continue
         if "job" in owner and await ctx.redis.sismember(ctx.keys.terminating_jobs(), owner["job"]):
             continue  # its release tasks still run on the pool's nodes
-        pool = await reads.record(ctx.redis, ctx.keys.pool(pool_key))
+        pool = await reads.record(ctx.wire, ctx.keys.pool(pool_key))
         if pool and not owner.get("keepAlive"):
             try:
                 await pools.delete_pool(ctx, pool["id"])

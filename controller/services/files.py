@@ -81,7 +81,7 @@ async def task_location(ctx: Context, job_id: str, task_id: str) -> Location:
 async def node_location(ctx: Context, pool_id: str, node_id: str) -> Location:
     """The node root of a pool's node; 404 PoolNotFound / NodeNotFound."""
     pool = await get_pool(ctx, pool_id)
-    node = await load(ctx.redis, ctx.keys.node(node_id))
+    node = await load(ctx.wire, ctx.keys.node(node_id))
     if node is None or node.get("pool") != pool["key"]:
         raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
     return Location(node_id, "", f"{node_url(ctx.endpoint, pool['id'], node_id)}/files")
@@ -95,7 +95,7 @@ def _joined(location: Location, file_path: str) -> str:
 async def _send(
     ctx: Context, location: Location, method: str, path: str, query: str = "", extra: dict[str, str] | None = None
 ) -> httpx.Response:
-    node: Record | None = await load(ctx.redis, ctx.keys.node(location.node_id))
+    node: Record | None = await load(ctx.wire, ctx.keys.node(location.node_id))
     if node is None or not node.get("file_url"):
         raise Conflict("The node is not available", code="TaskFilesUnavailable")
     url_path = f"{FILE_SERVER_PREFIX}/{quote(path)}"

@@ -90,7 +90,7 @@ async def create_job(ctx: Context, body: JobCreate, marks: dict[str, str] | None
 async def get_job(ctx: Context, job_id: str) -> Record:
     """A job's record; 404 JobNotFound."""
     return await load_or_404(
-        ctx.redis, ctx.keys.job(key_of(job_id)), "JobNotFound", f"The specified job does not exist: {job_id}"
+        ctx.wire, ctx.keys.job(key_of(job_id)), "JobNotFound", f"The specified job does not exist: {job_id}"
     )
 
 
@@ -103,23 +103,23 @@ async def task_counts(ctx: Context, job_id: str) -> dict[str, Any]:
     record = await get_job(ctx, job_id)
     counts = {name: int(record.get(f"n_{name}", "0")) for name in ("active", "running", "completed")}
     counts.update({"succeeded": int(record.get("n_succeeded", "0")), "failed": int(record.get("n_failed", "0"))})
-    attempts = await reads.set_members(ctx.redis, ctx.keys.job_attempts(record["key"]))
-    slots = await reads.fields(ctx.redis, attempts, "slots", "state")
+    attempts = await reads.set_members(ctx.wire, ctx.keys.job_attempts(record["key"]))
+    slots = await reads.fields(ctx.wire, attempts, "slots", "state")
     running_slots = sum(int(row[0] or 1) for row in slots if row[1] in ("running", "stopping"))
     return {"taskCounts": counts, "taskSlotCounts": {**counts, "running": running_slots}}
 
 
 async def list_jobs(ctx: Context, options: ListOptions) -> Page:
     """A page of jobs in id order."""
-    return await page(ctx.redis, ctx.keys.jobs(), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options)
+    return await page(ctx.wire, ctx.keys.jobs(), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options)
 
 
 async def expire_jobs(ctx: Context) -> None:
     """Jobs whose maxWallClockTime ran out are terminated with reason MaxWallClockTimeExpiry."""
-    due = await reads.due(ctx.redis, ctx.keys.job_deadlines(), time.time() * 1000, 100)
+    due = await reads.due(ctx.wire, ctx.keys.job_deadlines(), time.time() * 1000, 100)
     for job_key in due:
         await ctx.redis.zrem(ctx.keys.job_deadlines(), job_key)
-        record = await reads.record(ctx.redis, ctx.keys.job(job_key))
+        record = await reads.record(ctx.wire, ctx.keys.job(job_key))
         if record and record["state"] in ("active", "disabling", "disabled", "enabling"):
             failure = json.dumps(task_ended_failure("the job reached its maxWallClockTime").model_dump(mode="json"))
             etag, reason = new_etag(), "MaxWallClockTimeExpiry"
@@ -229,7 +229,7 @@ async def complete_if_all_done(ctx: Context, job_id: str) -> None:
     The finish script checks this when a task completes; this covers the other ways a job gets there
     (the option set by a patch, a task terminated or deleted, a job enabled again).
     """
-    record = await reads.record(ctx.redis, ctx.keys.job(key_of(job_id)))
+    record = await reads.record(ctx.wire, ctx.keys.job(key_of(job_id)))
     if record.get("on_all_complete") != "terminatejob" or record.get("state") != "active":
         return
     if record.get("n_active") == "0" and record.get("n_running") == "0":
@@ -242,7 +242,7 @@ async def disable_job(ctx: Context, job_id: str, option: str) -> Record:
     record = await get_job(ctx, job_id)
     await _set_state(ctx, record, DISABLEABLE_STATES, "disabling")
     await ctx.redis.zrem(ctx.keys.pool_jobs(record["pool"]), record["key"])
-    attempts = await reads.set_members(ctx.redis, ctx.keys.job_attempts(record["key"]))
+    attempts = await reads.set_members(ctx.wire, ctx.keys.job_attempts(record["key"]))
     await stop_attempts(ctx, attempts, option, "its job was disabled")
     await _set_state(ctx, await get_job(ctx, job_id), "disabling", "disabled")
     log.info("job %s disabled (%s)", record["id"], option)
@@ -311,7 +311,7 @@ def _raise_for_end(result: list[str], job_id: str) -> None:
 async def purge_job(ctx: Context, job_key: str) -> None:
     """Delete a deleting job's tasks in batches, then the job; safe to run again after a crash."""
     keys = ctx.keys
-    while members := await reads.members(ctx.redis, keys.job_tasks(job_key), 0, PURGE_BATCH - 1):
+    while members := await reads.members(ctx.wire, keys.job_tasks(job_key), 0, PURGE_BATCH - 1):
         async with ctx.redis.pipeline(transaction=False) as pipe:
             pipe.unlink(*[keys.task(job_key, member) for member in members])
             pipe.zrem(keys.job_tasks(job_key), *members)
@@ -335,7 +335,7 @@ async def purge_job(ctx: Context, job_key: str) -> None:
 
 async def resume_purges(ctx: Context) -> None:
     """Finish deletions a previous controller process started (those waiting for releases are the reconciler's)."""
-    releasing = set(await reads.set_members(ctx.redis, ctx.keys.terminating_jobs()))
-    for job_key in await reads.members(ctx.redis, ctx.keys.jobs()):
+    releasing = set(await reads.set_members(ctx.wire, ctx.keys.terminating_jobs()))
+    for job_key in await reads.members(ctx.wire, ctx.keys.jobs()):
         if job_key not in releasing and await ctx.redis.hget(ctx.keys.job(job_key), "state") == "deleting":
             await purge_job(ctx, job_key)

@@ -65,7 +65,7 @@ async def create_schedule(ctx: Context, body: JobScheduleCreate) -> Record:
 async def get_schedule(ctx: Context, schedule_id: str) -> Record:
     """A job schedule's record; 404 JobScheduleNotFound."""
     message = f"The specified job schedule does not exist: {schedule_id}"
-    return await load_or_404(ctx.redis, ctx.keys.job_schedule(key_of(schedule_id)), "JobScheduleNotFound", message)
+    return await load_or_404(ctx.wire, ctx.keys.job_schedule(key_of(schedule_id)), "JobScheduleNotFound", message)
 
 
 def render_schedule(record: Record, endpoint: str) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def render_schedule(record: Record, endpoint: str) -> dict[str, Any]:
 async def list_schedules(ctx: Context, options: ListOptions) -> Page:
     """A page of job schedules in id order."""
     return await page(
-        ctx.redis, ctx.keys.job_schedules(), ctx.keys.job_schedule, lambda r: render_schedule(r, ctx.endpoint), options
+        ctx.wire, ctx.keys.job_schedules(), ctx.keys.job_schedule, lambda r: render_schedule(r, ctx.endpoint), options
     )
 
 
@@ -97,7 +97,7 @@ async def list_schedule_jobs(ctx: Context, schedule_id: str, options: ListOption
     """A page of the jobs a schedule created."""
     record = await get_schedule(ctx, schedule_id)
     return await page(
-        ctx.redis, ctx.keys.schedule_jobs(record["key"]), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options
+        ctx.wire, ctx.keys.schedule_jobs(record["key"]), ctx.keys.job, lambda r: render.job(r, ctx.endpoint), options
     )
 
 
@@ -147,7 +147,7 @@ async def delete_schedule(ctx: Context, schedule_id: str) -> None:
     """Delete the schedule with the jobs it created."""
     record = await get_schedule(ctx, schedule_id)
     await _set_state(ctx, record, "active,disabled,completed,terminating", "deleting")
-    for job_key in await reads.members(ctx.redis, ctx.keys.schedule_jobs(record["key"])):
+    for job_key in await reads.members(ctx.wire, ctx.keys.schedule_jobs(record["key"])):
         try:
             purge = await jobs.delete_job(ctx, job_key)
             if purge is not None:
@@ -161,8 +161,8 @@ async def delete_schedule(ctx: Context, schedule_id: str) -> None:
 
 async def run_schedules(ctx: Context) -> None:
     """Create each active schedule's next job when it is due and the previous one completed."""
-    for key in await reads.members(ctx.redis, ctx.keys.job_schedules()):
-        record = await reads.record(ctx.redis, ctx.keys.job_schedule(key))
+    for key in await reads.members(ctx.wire, ctx.keys.job_schedules()):
+        record = await reads.record(ctx.wire, ctx.keys.job_schedule(key))
         if record and record["state"] == "active" and not await _job_running(ctx, record):
             await _next_run(ctx, record)
 

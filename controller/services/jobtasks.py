@@ -60,7 +60,7 @@ def execution_info(report: JobTaskReport, endpoint: str, pool_id: str) -> dict[s
 
 async def record_report(ctx: Context, node_id: str, report: JobTaskReport) -> None:
     """Keep what a node reports of a job's preparation or release, and act on it."""
-    job = await load(ctx.redis, ctx.keys.job(key_of(report.job_id)))
+    job = await load(ctx.wire, ctx.keys.job(key_of(report.job_id)))
     if job is None:
         return
     keys, job_key = ctx.keys, job["key"]
@@ -90,14 +90,14 @@ async def _released(ctx: Context, job_key: str, node_id: str) -> None:
 
 async def releases_for(ctx: Context, node_id: str) -> list[AttemptSpec]:
     """The release tasks a node is to run."""
-    pending = await reads.record(ctx.redis, ctx.keys.node_releases(node_id))
+    pending = await reads.record(ctx.wire, ctx.keys.node_releases(node_id))
     return [AttemptSpec.model_validate_json(item) for item in pending.values()]
 
 
 async def drive_releases(ctx: Context) -> None:
     """Move every terminating job on: hand out its releases once, drop gone nodes, complete it when done."""
-    for job_key in await reads.set_members(ctx.redis, ctx.keys.terminating_jobs()):
-        job = await load(ctx.redis, ctx.keys.job(job_key))
+    for job_key in await reads.set_members(ctx.wire, ctx.keys.terminating_jobs()):
+        job = await load(ctx.wire, ctx.keys.job(job_key))
         if job is None or job["state"] not in ("terminating", "deleting"):
             await ctx.redis.srem(ctx.keys.terminating_jobs(), job_key)
             continue
@@ -116,8 +116,8 @@ async def drive_releases(ctx: Context) -> None:
 async def _send_releases(ctx: Context, job: Record) -> None:
     """Give the release task to each node where the job's preparation ran."""
     keys, job_key = ctx.keys, job["key"]
-    pool = await load(ctx.redis, keys.pool(job["pool"]))
-    prepared = await reads.record(ctx.redis, keys.job_prep_states(job_key))
+    pool = await load(ctx.wire, keys.pool(job["pool"]))
+    prepared = await reads.record(ctx.wire, keys.job_prep_states(job_key))
     for node_id in prepared:
         task = await specs.release(ctx, node_id, job, pool)
         if task is None:
@@ -129,8 +129,8 @@ async def _send_releases(ctx: Context, job: Record) -> None:
 
 
 async def _drop_gone_nodes(ctx: Context, job_key: str) -> None:
-    for node_id in await reads.set_members(ctx.redis, ctx.keys.job_releasing(job_key)):
-        node = await load(ctx.redis, ctx.keys.node(node_id))
+    for node_id in await reads.set_members(ctx.wire, ctx.keys.job_releasing(job_key)):
+        node = await load(ctx.wire, ctx.keys.node(node_id))
         if node is None or node.get("state") in GONE_NODE_STATES:
             log.warning("job %s: node %s is gone; its release task is given up", job_key, node_id)
             await _released(ctx, job_key, node_id)
@@ -150,8 +150,8 @@ async def _complete(ctx: Context, job: Record) -> None:
 async def status_list(ctx: Context, job_id: str) -> Page:
     """The job's preparation and release status on every node where either ran."""
     job = await get_job(ctx, job_id)
-    preparations = await reads.record(ctx.redis, ctx.keys.job_prep_info(job["key"]))
-    releases = await reads.record(ctx.redis, ctx.keys.job_release_info(job["key"]))
+    preparations = await reads.record(ctx.wire, ctx.keys.job_prep_info(job["key"]))
+    releases = await reads.record(ctx.wire, ctx.keys.job_release_info(job["key"]))
     items = []
     for node_id in sorted(set(preparations) | set(releases)):
         item: dict[str, Any] = {

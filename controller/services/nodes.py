@@ -23,7 +23,7 @@ OPERABLE_STATES = "idle,running,offline,starting,waitingforstarttask,starttaskfa
 async def pool_node(ctx: Context, pool_id: str, node_id: str) -> tuple[Record, Record]:
     """The pool and one of its nodes; 404 PoolNotFound / NodeNotFound."""
     pool = await get_pool(ctx, pool_id)
-    node = await load(ctx.redis, ctx.keys.node(node_id))
+    node = await load(ctx.wire, ctx.keys.node(node_id))
     if node is None or node.get("pool") != pool["key"]:
         raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
     return pool, node
@@ -31,7 +31,7 @@ async def pool_node(ctx: Context, pool_id: str, node_id: str) -> tuple[Record, R
 
 async def evict(ctx: Context, node_id: str, option: str) -> int:
     """Deal with the node's attempts as `option` says (`controller.services.attempts`)."""
-    attempts = await reads.set_members(ctx.redis, ctx.keys.node_attempts(node_id))
+    attempts = await reads.set_members(ctx.wire, ctx.keys.node_attempts(node_id))
     return await stop_attempts(ctx, attempts, option, "its node was taken out of service")
 
 
@@ -88,7 +88,7 @@ async def leave_pool(ctx: Context, node_id: str, option: str) -> None:
 async def remove_nodes(ctx: Context, pool_id: str, node_ids: list[str], option: str, timeout: str | None) -> Record:
     """Take the listed nodes out of the pool; the target shrinks by as many."""
     pool = await get_pool(ctx, pool_id)
-    members = set(await reads.members(ctx.redis, ctx.keys.pool_nodes(pool["key"])))
+    members = set(await reads.members(ctx.wire, ctx.keys.pool_nodes(pool["key"])))
     missing = [node_id for node_id in node_ids if node_id not in members]
     if missing:
         raise NotFound(f"The specified node does not exist: {missing[0]}", code="NodeNotFound")

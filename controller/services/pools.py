@@ -38,7 +38,7 @@ async def create_pool(ctx: Context, body: PoolCreate) -> Record:
 async def get_pool(ctx: Context, pool_id: str) -> Record:
     """A pool's record; 404 PoolNotFound."""
     key = ctx.keys.pool(key_of(pool_id))
-    return await load_or_404(ctx.redis, key, "PoolNotFound", f"The specified pool does not exist: {pool_id}")
+    return await load_or_404(ctx.wire, key, "PoolNotFound", f"The specified pool does not exist: {pool_id}")
 
 
 async def render_pool(ctx: Context, record: Record) -> dict[str, Any]:
@@ -49,7 +49,7 @@ async def render_pool(ctx: Context, record: Record) -> dict[str, Any]:
 
 async def list_pools(ctx: Context, options: ListOptions) -> Page:
     """A page of pools in id order."""
-    return await page(ctx.redis, ctx.keys.pools(), ctx.keys.pool, lambda record: render_pool(ctx, record), options)
+    return await page(ctx.wire, ctx.keys.pools(), ctx.keys.pool, lambda record: render_pool(ctx, record), options)
 
 
 def _spec(pool: Record) -> dict[str, Any]:
@@ -62,7 +62,7 @@ async def list_nodes(ctx: Context, pool_id: str, options: ListOptions) -> Page:
     pool = await get_pool(ctx, pool_id)
     spec = _spec(pool)
     return await page(
-        ctx.redis,
+        ctx.wire,
         ctx.keys.pool_nodes(pool["key"]),
         ctx.keys.node,
         lambda r: render.node(r, spec, ctx.endpoint),
@@ -73,7 +73,7 @@ async def list_nodes(ctx: Context, pool_id: str, options: ListOptions) -> Page:
 async def get_node(ctx: Context, pool_id: str, node_id: str) -> dict[str, Any]:
     """A node as JSON; 404 PoolNotFound or NodeNotFound."""
     pool = await get_pool(ctx, pool_id)
-    record = await load(ctx.redis, ctx.keys.node(node_id))
+    record = await load(ctx.wire, ctx.keys.node(node_id))
     if record is None or record.get("pool") != pool["key"]:
         raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
     return render.node(record, _spec(pool), ctx.endpoint)

@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from controller.api.odata import ListOptions, project
 from controller.domain.clock import new_etag
 from controller.domain.ids import key_of
@@ -16,6 +14,7 @@ from controller.errors import NotFound
 from controller.render import Record
 from controller.schemas.common import BatchModel
 from controller.store import reads
+from controller.store.wire import Wire
 
 BATCH = 200
 
@@ -34,15 +33,15 @@ def new_record(body: BatchModel, entity_id: str, stamp: str) -> dict[str, str]:
     }
 
 
-async def load(redis: Redis, key: str) -> Record | None:
+async def load(wire: Wire, key: str) -> Record | None:
     """One stored hash, or None when absent."""
-    found = await reads.record(redis, key)
+    found = await reads.record(wire, key)
     return found or None
 
 
-async def load_or_404(redis: Redis, key: str, code: str, message: str) -> Record:
+async def load_or_404(wire: Wire, key: str, code: str, message: str) -> Record:
     """One stored hash, or 404 with `code`."""
-    record = await load(redis, key)
+    record = await load(wire, key)
     if record is None or record.get("state") == "deleted":
         raise NotFound(message, code=code)
     return record
@@ -57,7 +56,7 @@ class Page:
 
 
 async def page(
-    redis: Redis,
+    wire: Wire,
     index_key: str,
     key_of: Callable[[str], str],
     render: Callable[[Record], Awaitable[dict[str, Any]] | dict[str, Any]],
@@ -67,10 +66,10 @@ async def page(
     items: list[dict[str, Any]] = []
     after = options.skip_token
     while True:
-        members = await reads.members_after(redis, index_key, after, BATCH)
+        members = await reads.members_after(wire, index_key, after, BATCH)
         if not members:
             return Page(items, "")
-        records = await reads.records(redis, [key_of(member) for member in members])
+        records = await reads.records(wire, [key_of(member) for member in members])
         for member, record in zip(members, records, strict=True):
             if not record:
                 continue

@@ -177,8 +177,8 @@ async def multi_instance(ctx: Context, task: Record, attempt: Record) -> MultiIn
     """What one instance of a multi-instance task needs: its index, every instance's address, the coordination."""
     settings = json.loads(task["spec"])["multiInstanceSettings"]
     members = (task.get("gang") or task.get("subtasks") or "").split(",")
-    node_ids = [row[0] or "" for row in await reads.fields(ctx.redis, members, "node_id")]
-    hosts = [row[0] or "" for row in await reads.fields(ctx.redis, [ctx.keys.node(n) for n in node_ids], "ip")]
+    node_ids = [row[0] or "" for row in await reads.fields(ctx.wire, members, "node_id")]
+    hosts = [row[0] or "" for row in await reads.fields(ctx.wire, [ctx.keys.node(n) for n in node_ids], "ip")]
     return MultiInstanceSpec(
         subtask_id=int(attempt.get("subtask", "0")),
         number_of_instances=len(members),

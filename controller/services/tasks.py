@@ -159,7 +159,7 @@ async def add_tasks(
     """Add validated tasks to a job atomically per task (with the store fields `marks`); results in request order."""
     job = await get_job(ctx, job_id)
     job_spec = json.loads(job["spec"])
-    pool = await load(ctx.redis, ctx.keys.pool(job["pool"]))
+    pool = await load(ctx.wire, ctx.keys.pool(job["pool"]))
     uses_packages = any(body.application_package_references for body in bodies)
     known = await catalogue(ctx) if uses_packages else {}
     stamp = iso(now())
@@ -243,14 +243,14 @@ async def get_task(ctx: Context, job_id: str, task_id: str) -> Record:
     """A task's record; 404 JobNotFound or TaskNotFound."""
     job = await get_job(ctx, job_id)
     key = ctx.keys.task(job["key"], key_of(task_id))
-    return await load_or_404(ctx.redis, key, "TaskNotFound", f"The specified task does not exist: {task_id}")
+    return await load_or_404(ctx.wire, key, "TaskNotFound", f"The specified task does not exist: {task_id}")
 
 
 async def list_tasks(ctx: Context, job_id: str, options: ListOptions, expand_stats: bool = False) -> Page:
     """A page of a job's tasks in id order."""
     job = await get_job(ctx, job_id)
     return await page(
-        ctx.redis,
+        ctx.wire,
         ctx.keys.job_tasks(job["key"]),
         lambda member: ctx.keys.task(job["key"], member),
         lambda record: render.task(record, ctx.endpoint, expand_stats),
@@ -262,7 +262,7 @@ async def list_subtasks(ctx: Context, job_id: str, task_id: str) -> list[dict[st
     """The subtasks (instances other than the primary) of a multi-instance task's latest run."""
     task = await get_task(ctx, job_id, task_id)
     members = [member for member in task.get("subtasks", "").split(",") if member][1:]
-    attempts = await reads.records(ctx.redis, members)
+    attempts = await reads.records(ctx.wire, members)
     return [_subtask(ctx, task, attempt) for attempt in attempts if attempt]
 
 
@@ -356,7 +356,7 @@ async def reactivate_task(ctx: Context, job_id: str, task_id: str) -> None:
 
 async def expire_tasks(ctx: Context) -> None:
     """Tasks that reached the end of their lifetime (180 days) and have not completed are terminated."""
-    due = await reads.due(ctx.redis, ctx.keys.task_deadlines(), time.time() * 1000, 100)
+    due = await reads.due(ctx.wire, ctx.keys.task_deadlines(), time.time() * 1000, 100)
     failure = json.dumps(
         FailureInfo(
             category="usererror", code="TaskLifetimeExceeded", message="The task reached the maximum task lifetime"
@@ -364,7 +364,7 @@ async def expire_tasks(ctx: Context) -> None:
     )
     for task_key in due:
         await ctx.redis.zrem(ctx.keys.task_deadlines(), task_key)
-        task = await reads.record(ctx.redis, task_key)
+        task = await reads.record(ctx.wire, task_key)
         if not task or task["state"] == "completed":
             continue
         if task.get("attempt"):

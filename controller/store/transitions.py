@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple, cast
 
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-
 from controller.store.keys import Keys
+from controller.store.reads import pairs
+from controller.store.wire import Script, Wire
 
 
 def _load(name: str) -> str:
@@ -102,16 +101,11 @@ class Claimed(NamedTuple):
     attempt: dict[str, str]
 
 
-def _pairs(flat: Sequence[str]) -> dict[str, str]:
-    """A hash from HGETALL's flat field, value list."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 def _claimed(reply: Sequence[Any]) -> Claimed:
     """claim.lua's reply: ok with the task key and three records, or refused with the reason."""
     if reply[0] != "ok":
         return Claimed(False, reply[1], {}, {}, {})
-    return Claimed(True, reply[1], _pairs(reply[2]), _pairs(reply[3]), _pairs(reply[4]))
+    return Claimed(True, reply[1], pairs(reply[2]), pairs(reply[3]), pairs(reply[4]))
 
 
 class QueueHead(NamedTuple):
@@ -147,30 +141,25 @@ class BeatResult:
 class Transitions:
     """The registered scripts, bound to one Redis connection and key prefix."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        self.redis = redis
+    def __init__(self, wire: Wire, keys: Keys) -> None:
+        self.wire = wire
         self.keys = keys
-        self._scripts: dict[str, AsyncScript] = {name: redis.register_script(_load(name)) for name in SCRIPT_NAMES}
+        self._scripts = {name: Script(_load(name)) for name in SCRIPT_NAMES}
 
     async def _run(self, name: str, keys: Sequence[str], args: Iterable[Any]) -> Any:
-        return await self._scripts[name](keys=list(keys), args=[str(arg) for arg in args])
+        return await self.wire.run(self._scripts[name], keys, [str(arg) for arg in args])
 
     async def _run_each(self, name: str, calls: Sequence[tuple[Sequence[str], Iterable[Any]]]) -> list[Any]:
         """Run one script once per (keys, args), pipelined: each run is atomic, the round trips are shared."""
-        if len(calls) == 1:
-            return [await self._run(name, *calls[0])]
-        script = self._scripts[name]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args in calls:
-                await script(keys=list(keys), args=[str(arg) for arg in args], client=pipe)
-            return list(await pipe.execute())
+        runs = [(keys, [str(arg) for arg in args]) for keys, args in calls]
+        return await self.wire.run_each(self._scripts[name], runs)
 
     async def linked(self, keys: Sequence[str], field: str) -> list[tuple[dict[str, str], dict[str, str]]]:
         """Each hash with the hash its `field` names (empty when either is absent), in one round trip."""
         if not keys:
             return []
         replies = cast(list[list[list[str]]], await self._run("linked", keys, [field]))
-        return [(_pairs(own), _pairs(other)) for own, other in replies]
+        return [(pairs(own), pairs(other)) for own, other in replies]
 
     async def queue_head(
         self, job_key: str, count: int, job_fields: Sequence[str], task_fields: Sequence[str]

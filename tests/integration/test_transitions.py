@@ -14,15 +14,25 @@ from redis.asyncio import Redis
 
 from controller.store.keys import Keys
 from controller.store.transitions import AttemptFinish, Finished, Heartbeat, Placement, Transitions
+from controller.store.wire import Wire
 
 NOW = "2026-01-01T00:00:00.000000Z"
 
 
+class Store(Transitions):
+    """The transitions under test, with a redis-py client of their own to look at what they wrote."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        super().__init__(Wire(url), keys)
+        self.redis = Redis.from_url(url, decode_responses=True)
+
+
 @pytest.fixture
-async def store(redis_server: Any) -> AsyncIterator[Transitions]:
-    redis = Redis.from_url(redis_server.url, decode_responses=True)
-    yield Transitions(redis, Keys(f"test-{uuid.uuid4().hex}"))
-    await redis.aclose()
+async def store(redis_server: Any) -> AsyncIterator[Store]:
+    store = Store(redis_server.url, Keys(f"test-{uuid.uuid4().hex}"))
+    yield store
+    await store.redis.aclose()
+    await store.wire.aclose()
 
 
 async def _job_with_tasks(store: Transitions, count: int, on_all_complete: str = "noaction") -> list[str]:

@@ -25,3 +25,4 @@ async def close_context(context: Context) -> None:
     """Close what a context built for a test holds."""
     await context.http.aclose()
     await context.redis.aclose()
+    await context.wire.aclose()

@@ -45,6 +45,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     child: procs.Child | None = None
+    options: list[str] = field(default_factory=list)
+    """More `redis-server` options (`--unixsocket`, `--requirepass`, ...)."""
 
     @property
     def url(self) -> str:
@@ -55,7 +57,7 @@ class RedisServer:
         """Start the server on the same port and directory, and wait for PING."""
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [self.binary, "--bind", ports.LOOPBACK, "--port", str(self.port), "--appendonly", "yes",
-                "--save", "", "--dir", str(self.directory)]  # fmt: skip
+                "--save", "", "--dir", str(self.directory), *self.options]  # fmt: skip
         self.child = procs.start("redis", argv, dict(os.environ), self.directory / "redis.log")
         wait_until(self.child, redis_answers(self.url), 20.0, "answering PING")
 
