@@ -236,12 +236,14 @@ class AttemptCgroup:
             path.write_text(str(pid))
 
     def pids(self) -> set[int]:
-        """Every process in the cgroup now."""
-        found: set[int] = set()
-        for path in self.procs_files:
-            with contextlib.suppress(FileNotFoundError):
-                found.update(int(line) for line in path.read_text().split())
-        return found
+        """Every process in the cgroup now.
+
+        One hierarchy tells: a command starts in all of the attempt's at once and its descendants inherit
+        them, so each holds the same processes (a straggler elsewhere would keep `remove` from succeeding).
+        """
+        with contextlib.suppress(FileNotFoundError):
+            return {int(line) for line in self.procs_files[0].read_text().split()}
+        return set()
 
     def kill(self, timeout: float = EMPTY_TIMEOUT_SECONDS) -> bool:
         """SIGKILL everything in the cgroup until it is empty; True when it emptied within `timeout`."""

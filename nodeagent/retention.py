@@ -194,9 +194,12 @@ class Retention:
         The whole index is rewritten only when the journal has grown long, or by a sweep that deleted something.
         """
         path = self._journal_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as journal:
-            journal.write(json.dumps(change, sort_keys=True) + "\n")
+        line = json.dumps(change, sort_keys=True) + "\n"
+        try:
+            _append(path, line)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _append(path, line)
         self._journaled += 1
         if self._journaled >= JOURNAL_COMPACT_LINES:
             self._save()
@@ -207,3 +210,9 @@ class Retention:
         write_atomic(self._layout.retention_index, json.dumps(records, sort_keys=True).encode())
         self._journal_path().unlink(missing_ok=True)
         self._journaled = 0
+
+
+def _append(path: Path, line: str) -> None:
+    """Append one line to a file (created when absent, its directory not)."""
+    with path.open("a") as journal:
+        journal.write(line)
