@@ -229,7 +229,11 @@ class Wire:
             hello.append(("SELECT", address.db))
         if hello:
             payload = b"".join(hiredis.pack_command(tuple(command)) for command in hello)  # type: ignore[arg-type]
-            raise_errors([await waiter for waiter in replies.send(payload, len(hello))])
+            try:
+                raise_errors([await waiter for waiter in replies.send(payload, len(hello))])
+            except ResponseError:
+                await replies.close()
+                raise
         return replies
 
 

@@ -135,6 +135,16 @@ async def test_unix_socket_password_and_database_from_the_url(own_redis: RedisSe
     await admin.aclose()
 
 
+async def test_a_wrong_password_is_an_error_not_a_retry(own_redis: RedisServer) -> None:
+    admin = Redis.from_url(own_redis.url, decode_responses=True)
+    await admin.config_set("requirepass", "s3cret")
+    wire = Wire(f"redis://:wrong@127.0.0.1:{own_redis.port}/0")
+
+    with pytest.raises(ResponseError, match="WRONGPASS|invalid password"):
+        await wire.call("PING")
+    await admin.aclose()
+
+
 def test_addresses_from_urls() -> None:
     assert Address.parse("redis://127.0.0.1:6390/2") == Address(port=6390, db=2)
     assert Address.parse("rediss://user:p%40ss@redis.example:6380") == Address(
