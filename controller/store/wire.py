@@ -130,15 +130,15 @@ class _Replies(asyncio.Protocol):
     def open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def send(self, payload: bytes, count: int) -> list[asyncio.Future[Any]]:
-        """Write `count` packed commands; the futures of their replies."""
+    async def exchange(self, payload: bytes, count: int) -> list[Any]:
+        """Write `count` packed commands at once; their replies."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("Redis connection closed")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(count)]
         self.waiting.extend(futures)
         self.transport.write(payload)
-        return futures
+        return [await future for future in futures]
 
     async def close(self) -> None:
         if self.transport is not None:
@@ -167,12 +167,11 @@ class Wire:
         """Several commands in one round trip; their replies, error replies among them as `hiredis.ReplyError`."""
         if not commands:
             return []
-        payload = b"".join(hiredis.pack_command(tuple(command)) for command in commands)  # type: ignore[arg-type]
+        payload = pack(commands)
         failures = 0
         while True:
             try:
-                waiters = (await self._connected()).send(payload, len(commands))
-                return [await waiter for waiter in waiters]
+                return await (await self._connected()).exchange(payload, len(commands))
             except (ConnectionError, OSError, TimeoutError) as error:
                 failures += 1
                 if failures > RETRIES:
@@ -228,13 +227,17 @@ class Wire:
         if address.db:
             hello.append(("SELECT", address.db))
         if hello:
-            payload = b"".join(hiredis.pack_command(tuple(command)) for command in hello)  # type: ignore[arg-type]
             try:
-                raise_errors([await waiter for waiter in replies.send(payload, len(hello))])
+                raise_errors(await replies.exchange(pack(hello), len(hello)))
             except ResponseError:
                 await replies.close()
                 raise
         return replies
+
+
+def pack(commands: Sequence[Command]) -> bytes:
+    """Commands in the Redis protocol, ready to write at once."""
+    return b"".join(hiredis.pack_command(tuple(command)) for command in commands)  # type: ignore[arg-type]
 
 
 def raise_errors(replies: list[Any]) -> list[Any]:
