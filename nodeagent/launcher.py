@@ -142,7 +142,8 @@ class _Link:
                         exit_answer = self.exits[int(message["pid"])] = _Answer()
                     answer = self.starts.pop(int(message["id"]), None)
             if answer is not None:
-                answer.give(message, exit_answer)
+                # An exit the launcher could not learn (the spawner that reaped the command died) is a lost command.
+                answer.give(None if message.get("lost") else message, exit_answer)
         with self.lock:
             self.alive = False
             waiting = [*self.starts.values(), *self.exits.values()]

@@ -223,10 +223,14 @@ def test_a_task_user_starts_inside_every_hierarchy_and_the_launcher_goes_home(
         result = LAUNCHER.run(spec)
     finally:
         cgroups.release(group)
-    # Then it was born in every hierarchy of the attempt, and the launcher is back in the agent's cgroups
+    # Then it was born in every hierarchy of the attempt, and the launcher and the user's spawner that
+    # started it are back in the agent's cgroups
     assert result.exit_code == 0, (tmp_path / "err").read_text()
     assert (tmp_path / "out").read_text().count("/attempt-u") == len(support.node_dirs)
-    assert cgroups.own_cgroups(Path(f"/proc/{LAUNCHER.pid}/cgroup")) == cgroups.own_cgroups()
+    spawners = [child.pid for child in psutil.Process(LAUNCHER.pid).children() if child.uids().real == nobody.pw_uid]
+    assert len(spawners) == 1
+    for pid in [LAUNCHER.pid, *spawners]:
+        assert cgroups.own_cgroups(Path(f"/proc/{pid}/cgroup")) == cgroups.own_cgroups()
 
 
 def test_a_missing_program_leaves_no_cgroup(tmp_path: Path, support: CgroupSupport) -> None:
