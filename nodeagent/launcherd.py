@@ -201,12 +201,13 @@ class Launcherd:
         spawner.commands.clear()
 
     def retire_idle(self, *, at_once: bool = False) -> bool:
-        """Close spawners without commands for a while (any idle one, `at_once`); whether one was closed."""
+        """End a spawner without commands for a while (any idle one, `at_once`); whether one was ended."""
         now = time.monotonic()
         for spawner in list(self.spawners.values()):
             if spawner.commands or (not at_once and now - spawner.idle_since < SPAWNER_IDLE_SECONDS):
                 continue
-            spawner.close()
+            # Killed rather than told: one its user stopped would never read the end of its socket.
+            spawner.kill()
             del self.spawners[spawner.identity]
             return True
         return False

@@ -122,8 +122,9 @@ def test_a_missing_working_directory_is_a_launch_failure(launcher: Launcher, wor
 def test_a_command_that_kills_its_spawner_still_reports_its_exit_and_the_next_gets_a_new_spawner(
     launcher: Launcher, workdir: Path
 ) -> None:
-    # When a command of nobody SIGKILLs the spawner that started it, then exits 7
-    result = launcher.run(spec(workdir, "kill -KILL $PPID; sleep 0.3; exit 7"))
+    # When a command of nobody SIGKILLs the spawner that started it, once the spawner answered its start
+    # (one killed before answering fails that start instead), then exits 7
+    result = launcher.run(spec(workdir, "sleep 0.3; kill -KILL $PPID; sleep 0.3; exit 7"))
     # Then its exit still arrives (the launcher reaped it), and nobody's next command has a new spawner
     assert result.exit_code == 7
     killed = spawners_of(launcher)
@@ -137,8 +138,9 @@ def test_a_command_that_kills_its_spawner_still_reports_its_exit_and_the_next_ge
 def test_a_command_that_stops_its_spawner_still_ends_and_the_next_gets_a_new_spawner(
     launcher: Launcher, workdir: Path
 ) -> None:
-    # When a command of nobody stops the spawner that started it (which would report its exit)
-    result = launcher.run(spec(workdir, "echo $PPID; kill -STOP $PPID; exit 6"))
+    # When a command of nobody stops the spawner that started it (which would report its exit), once
+    # the spawner answered its start (one stopped before answering fails that start instead)
+    result = launcher.run(spec(workdir, "echo $PPID; sleep 0.3; kill -STOP $PPID; exit 6"))
     # Then the stopped spawner is killed, the command's exit still arrives, and nobody's next command
     # has a new spawner
     assert result.exit_code == 6
