@@ -167,7 +167,7 @@ class Spawner:
             self.socket.close()
 
     def kill(self) -> None:
-        """SIGKILL the spawner (it stopped answering) and close the socket."""
+        """SIGKILL the spawner (stalled, stopped by its user, idle, or the launcher is ending) and close the socket."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         self.close()
