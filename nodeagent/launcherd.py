@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from nodeagent.spawner import Fallback, Identity, Spawner, Unanswered, become_subreaper
+from nodeagent.spawner import Fallback, Identity, Spawner, Unanswered, become_subreaper, exit_message
 
 READ_SIZE = 65536
 """Bytes read from the request pipe at a time."""
@@ -268,11 +268,6 @@ class Launcherd:
         data = (json.dumps(message) + "\n").encode()
         while data:
             data = data[os.write(self.answers, data) :]
-
-
-def exit_message(pid: int, status: int, usage: Any) -> dict[str, Any]:
-    """The report of a reaped command: wait status and CPU times."""
-    return {"exited": pid, "status": status, "user": usage.ru_utime, "kernel": usage.ru_stime}
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ import ctypes
 import errno
 import json
 import os
-import resource  # noqa: F401
+import resource
 import select
 import signal
 import socket
@@ -43,6 +43,8 @@ from typing import Any
 Identity = tuple[int, int, tuple[int, ...]]
 """uid, gid and supplementary groups."""
 
+Message = dict[str, Any]
+
 MESSAGE_LIMIT = 65536
 """Largest request a spawner takes; a larger one is started by the launcher itself."""
 
@@ -52,7 +54,7 @@ ANSWER_SECONDS = 10.0
 STOP_CHECK_SECONDS = 0.5
 """How often a launcher waiting for an answer checks that the spawner was not stopped."""
 
-READY_MESSAGE = b'{"ready": true}'
+READY: Message = {"ready": True}
 """What a spawner sends once it runs as its identity."""
 
 PR_SET_DUMPABLE = 4
@@ -60,8 +62,6 @@ PR_SET_CHILD_SUBREAPER = 36
 
 RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """Signals Python ignores that a command starts with at their default (as subprocess restores them)."""
-
-Message = dict[str, Any]
 
 
 class Fallback(Exception):
@@ -96,7 +96,6 @@ class Spawner:
         self.socket = ours
         self.commands: set[int] = set()
         self.idle_since = time.monotonic()
-        self.closed = False
 
     def fileno(self) -> int:
         """The socket, for select."""
@@ -105,7 +104,7 @@ class Spawner:
     def ready(self) -> bool:
         """Wait for the spawner to say it runs as its identity; False when it could not."""
         readable, _, _ = select.select([self.socket], [], [], ANSWER_SECONDS)
-        return bool(readable) and self.receive() == json.loads(READY_MESSAGE)
+        return bool(readable) and self.receive() == READY
 
     def start(self, request: Message, out: int, err: int, on_exit: Callable[[Message], None]) -> int:
         """Have the command started; its pid. Exits reported meanwhile go to `on_exit`.
@@ -124,9 +123,9 @@ class Spawner:
         while True:
             wait = min(max(deadline - time.monotonic(), 0.0), STOP_CHECK_SECONDS)
             readable, _, _ = select.select([self.socket], [], [], wait)
-            message = self.receive() if readable else None
-            if message is None and not readable and not self.stopped() and time.monotonic() < deadline:
+            if not readable and not self.stopped() and time.monotonic() < deadline:
                 continue
+            message = self.receive() if readable else None
             if message is None:
                 raise Unanswered(errno.ETIMEDOUT, f"the spawner of uid {self.identity[0]} did not answer")
             if "exited" in message:
@@ -161,10 +160,8 @@ class Spawner:
         return json.loads(data) if data else None
 
     def close(self) -> None:
-        """Close the socket: the spawner exits when it reads the end."""
-        if not self.closed:
-            self.closed = True
-            self.socket.close()
+        """Close the socket (again is harmless): the spawner exits when it reads the end."""
+        self.socket.close()
 
     def kill(self) -> None:
         """SIGKILL the spawner (stalled, stopped by its user, idle, or the launcher is ending) and close the socket."""
@@ -185,7 +182,7 @@ def _spawner_main(sock: socket.socket, identity: Identity) -> None:
         wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_write)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        sock.send(READY_MESSAGE)
+        sock.send(json.dumps(READY).encode())
         _serve(sock, wakeup_read)
         code = 0
     except BaseException as exc:  # noqa: BLE001 - the child must never return into the launcher's loop
@@ -288,4 +285,9 @@ def reaped() -> Iterator[Message]:
             return
         if pid == 0:
             return
-        yield {"exited": pid, "status": status, "user": usage.ru_utime, "kernel": usage.ru_stime}
+        yield exit_message(pid, status, usage)
+
+
+def exit_message(pid: int, status: int, usage: resource.struct_rusage) -> Message:
+    """The report of a reaped command: wait status and CPU times."""
+    return {"exited": pid, "status": status, "user": usage.ru_utime, "kernel": usage.ru_stime}
