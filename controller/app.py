@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
+from redis.exceptions import ConnectionError as StoreConnectionError
+from redis.exceptions import TimeoutError as StoreTimeoutError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -19,7 +21,7 @@ from controller.api.gate import BatchGate
 from controller.api.responses import error_response
 from controller.context import Context
 from controller.dispatch import Dispatcher, make_celery
-from controller.errors import BatchError, NotFound
+from controller.errors import BatchError, NotFound, ServerBusy
 from controller.providers.base import StaticProvider
 from controller.providers.local import LocalProvider
 from controller.scheduler import Scheduler
@@ -38,6 +40,9 @@ TASK = JOB + "/tasks/{task_id}"
 SCHEDULE = "/jobschedules/{schedule_id}"
 POOL = "/pools/{pool_id}"
 NODE = POOL + "/nodes/{node_id}"
+
+STORE_RETRY_AFTER_SECONDS = 2
+"""The Retry-After of a 503 answered while the state store is unavailable."""
 
 ROUTES = [
     Route("/healthz", lambda request: PlainTextResponse("ok"), methods=["GET"]),
@@ -116,6 +121,15 @@ async def _http_error(request: Request, error: Exception) -> Response:
     return error_response(mapped, _request_id(request), request.app.state.ctx.endpoint)
 
 
+async def _store_unavailable(request: Request, error: Exception) -> Response:
+    """The state store is down, restarting or loading: 503 ServerBusy, which clients retry, instead of a 500."""
+    log.warning("%s %s: the state store is unavailable: %s", request.method, request.url.path, error)
+    busy = ServerBusy("The server is currently unable to receive requests. Please retry your request.")
+    response = error_response(busy, _request_id(request), request.app.state.ctx.endpoint)
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     internal = BatchError("The server encountered an internal error. Please retry the request.", code="InternalError")
@@ -174,6 +188,13 @@ def create_app(settings: ControllerSettings, run_scheduler: bool = True) -> Batc
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={BatchError: _batch_error, 404: _http_error, 405: _http_error, Exception: _unexpected},
+        exception_handlers={
+            BatchError: _batch_error,
+            StoreConnectionError: _store_unavailable,
+            StoreTimeoutError: _store_unavailable,
+            404: _http_error,
+            405: _http_error,
+            Exception: _unexpected,
+        },
     )
     return BatchGate(app, settings)

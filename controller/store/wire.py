@@ -26,7 +26,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, RedisError, ResponseError
 
 from controller.store.redis import RETRIES
 
@@ -80,12 +80,17 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-def error_of(reply: Any) -> ResponseError | None:
+def error_of(reply: Any) -> RedisError | None:
     """The exception an error reply stands for (None for any other reply)."""
     if not isinstance(reply, hiredis.ReplyError):
         return None
     message = str(reply)
-    return NoScriptError(message) if message.startswith("NOSCRIPT") else ResponseError(message)
+    if message.startswith("NOSCRIPT"):
+        return NoScriptError(message)
+    if message.startswith("LOADING"):
+        # A restarted Redis loading its data set: a ConnectionError, so the API answers 503 as for a down one.
+        return BusyLoadingError(message)
+    return ResponseError(message)
 
 
 class _Replies(asyncio.Protocol):

@@ -85,13 +85,19 @@ def test_s5_redis_restarted_with_queued_and_running_work_completes_everything_on
         wait_started(events, "t0", 1, 30)
         assert stack.redis is not None
         procs.stop_all([stack.redis], 10.0)
+        # While the store is down the API answers 503 ServerBusy, which the SDKs retry, never a 500.
+        down = client.get(f"/jobs/{JOB}")
+        assert (down.status_code, down.json()["code"], down.headers.get("Retry-After")) == (503, "ServerBusy", "2")
         stack.start_redis()
+        assert client.get(f"/jobs/{JOB}").status_code == 200
         tasks = wait_tasks(client, JOB, task_ids, 90)
         checked = check_invariants(tasks, events, watch)
         for task_id in task_ids:
             assert (checked.started(task_id), checked.finished(task_id)) == (1, 1), task_id
             info = execution_info(tasks[task_id])
             assert (info["retryCount"], info["requeueCount"], info["exitCode"]) == (0, 0, 0), task_id
+        log = stack.log_text("controller")
+        assert "the state store is unavailable" in log and "unhandled error" not in log
 
 
 def test_s6_hung_redis_resumes_consuming_within_60_s_of_sigcont(
