@@ -87,7 +87,7 @@ class RunCommandLine:
         argv = split_command_line(ctx.spec.command_line)
         ctx.env = task_environment(ctx.layout, ctx.dirs, ctx.spec, ctx.run_as, ctx.deps.agent_path)
         launch = _container_launch(ctx, ctx.spec.container, argv) if ctx.spec.container else Launch(argv, ctx.env)
-        log.info("attempt %s: starting %s", ctx.attempt_id, launch.argv[0])
+        log.debug("attempt %s: starting %s", ctx.attempt_id, launch.argv[0])
         try:
             ctx.process = self._run_measured(ctx, launch)
         finally:
