@@ -43,10 +43,10 @@ READ_SIZE = 65536
 """Bytes read from the request pipe at a time."""
 
 MAX_SPAWNERS = 16
-"""Spawners kept at once; past that an idle one is closed, or the launcher starts the command itself."""
+"""Spawners kept at once; past that an idle one is ended, or the launcher starts the command itself."""
 
 SPAWNER_IDLE_SECONDS = 60.0
-"""A spawner without commands for this long is closed."""
+"""A spawner without commands for this long is ended."""
 
 IDLE_CHECK_SECONDS = 10.0
 """How often idle spawners are looked for."""

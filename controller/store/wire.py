@@ -161,7 +161,7 @@ class Wire:
         self._opening: asyncio.Lock | None = None
 
     async def call(self, *command: Arg) -> Any:
-        """One command's reply; an error reply is raised as `ResponseError`."""
+        """One command's reply; an error reply is raised as the exception `error_of` gives."""
         return raise_errors(await self.replies([command]))[0]
 
     async def batch(self, commands: Sequence[Command]) -> list[Any]:
@@ -234,7 +234,7 @@ class Wire:
         if hello:
             try:
                 raise_errors(await replies.exchange(pack(hello), len(hello)))
-            except ResponseError:
+            except RedisError:  # refused, or Redis still loading: the new connection is not kept open
                 await replies.close()
                 raise
         return replies
