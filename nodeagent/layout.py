@@ -14,6 +14,8 @@ Ownership: the node-level directories belong to the agent. `shared/` is
 world-writable with the sticky bit (1777) like Azure's; `startup/`,
 `applications/`, `workitems/` and `fsmounts/` are readable by everyone (0755);
 `volatile/` (spool, step state, retention index) is the agent's alone (0700).
+`workitems/` carries the top-directory flag where the filesystem has it, so each
+job's tree is allocated apart from the others (see `nodeagent/topdir.py`).
 A task directory belongs to the task's user (see `steps/prepare_dirs.py`).
 
 Application package variables (Linux rule of the Azure reference): the name is
@@ -34,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from nodeagent.identity import RunAs, identity_label
 from nodeagent.messages import ApplicationPackageSpec, AttemptSpec, MultiInstanceSpec, PoolConfig, StartTaskSpec
+from nodeagent.topdir import mark_top
 
 NODE_DIR_MODES = {"shared": 0o1777, "startup": 0o755, "workitems": 0o755, "applications": 0o755, "fsmounts": 0o755}
 """Mode of each node-level directory, set on every start whatever the umask."""
@@ -176,6 +179,7 @@ class NodeLayout:
             path = self.root / name
             path.mkdir(exist_ok=True)
             os.chmod(path, mode)
+        mark_top(self.workitems)
         for path in (self.volatile, self.spool, self.attempt_state):
             path.mkdir(exist_ok=True)
             os.chmod(path, VOLATILE_MODE)
