@@ -139,11 +139,11 @@ async def _unexpected(request: Request, error: Exception) -> Response:
 
 def build_context(settings: ControllerSettings) -> Context:
     """Connect the store, broker and HTTP client for one process."""
-    wire = Wire(settings.redis_url)
+    wire = Wire(settings.redis_url, settings.redis_reply_timeout_seconds)
     keys = Keys(settings.key_prefix)
     return Context(
         settings=settings,
-        redis=connect(settings.redis_url),
+        redis=connect(settings.redis_url, settings.redis_reply_timeout_seconds, settings.scheduler_tick_seconds),
         wire=wire,
         keys=keys,
         transitions=Transitions(wire, keys),

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.sharedkey import is_valid_key
+from controller.store.redis import REPLY_TIMEOUT_SECONDS
 
 
 class ControllerSettings(BaseSettings):
@@ -23,6 +24,9 @@ class ControllerSettings(BaseSettings):
     """Absolute URL clients use to reach the API (odata links, `url` fields); default http://host:port."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """The state store."""
+    redis_reply_timeout_seconds: float = Field(default=REPLY_TIMEOUT_SECONDS, gt=0)
+    """A call to the state store that gets no reply for this long fails (503 ServerBusy) and its connection is
+    replaced: a stopped or unreachable Redis makes API calls answer instead of hang."""
     broker_url: str = ""
     """Celery broker the agents consume; default: the state store's Redis."""
     broker_key_prefix: str = "batchyard:"

@@ -10,6 +10,10 @@ belongs to a connection: those use redis-py (`controller.store.redis`).
 
 A broken connection fails the calls waiting on it; each is sent again over a fresh connection, up to
 `RETRIES` times with a growing pause, as redis-py is configured to do (a restarted Redis closes it).
+A Redis that stops answering without closing the connection (stopped, hung, its host gone) would keep
+every caller waiting: when calls have waited `reply_timeout` seconds without a byte of reply, the
+connection is dropped and they fail with redis's TimeoutError, which is not retried (Redis may have run the
+commands), so an API call answers 503 instead of hanging. The next call opens a fresh connection.
 Scripts run by SHA; one Redis does not know (restarted, or flushed) is loaded and run again.
 """
 
@@ -27,14 +31,14 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 from redis.exceptions import BusyLoadingError, ConnectionError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as ReplyTimeoutError
 
-from controller.store.redis import RETRIES
+from controller.store.redis import CONNECT_TIMEOUT_SECONDS, REPLY_TIMEOUT_SECONDS, RETRIES
 
 Arg = str | int | float | bytes
 """One argument of a command."""
 Command = Sequence[Arg]
 
-CONNECT_TIMEOUT_SECONDS = 5.0
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 1.0
 
@@ -96,20 +100,47 @@ def error_of(reply: Any) -> RedisError | None:
 class _Replies(asyncio.Protocol):
     """One connection: writes commands and hands each reply to the oldest waiting future."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply_timeout: float = REPLY_TIMEOUT_SECONDS) -> None:
         self.reader = hiredis.Reader(encoding="utf-8")
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.closed = self.loop.create_future()
         """Done once the connection is gone."""
+        self.reply_timeout = reply_timeout
+        self.progress = self.loop.time()
+        """When Redis last sent bytes, or when a call started waiting while none was."""
+        self.watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._watch_later()
+
+    def _watch_later(self) -> None:
+        """Check for a silent Redis a quarter of the timeout from now."""
+        self.watch = self.loop.call_later(max(self.reply_timeout / 4, 0.05), self._check_silence)
+
+    def _check_silence(self) -> None:
+        """Drop the connection when calls have waited `reply_timeout` with no reply at all; else check again."""
+        silent = self.loop.time() - self.progress
+        if self.waiting and silent >= self.reply_timeout and self.transport is not None:
+            self._fail_waiting(ReplyTimeoutError(f"Redis sent no reply for {silent:.1f} s; connection dropped"))
+            self.transport.abort()
+            return
+        self._watch_later()
+
+    def _fail_waiting(self, error: Exception) -> None:
+        """Fail every call still waiting for a reply."""
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
 
     def data_received(self, data: bytes) -> None:
+        self.progress = self.loop.time()
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
@@ -123,13 +154,11 @@ class _Replies(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.watch is not None:
+            self.watch.cancel()
         if not self.closed.done():
             self.closed.set_result(None)
-        reason = f"Redis connection lost: {exc}" if exc else "Redis closed the connection"
-        while self.waiting:
-            waiter = self.waiting.popleft()
-            if not waiter.done():
-                waiter.set_exception(ConnectionError(reason))
+        self._fail_waiting(ConnectionError(f"Redis connection lost: {exc}" if exc else "Redis closed the connection"))
 
     @property
     def open(self) -> bool:
@@ -139,8 +168,9 @@ class _Replies(asyncio.Protocol):
         """Write `count` packed commands at once; their replies."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("Redis connection closed")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(count)]
+        if not self.waiting:
+            self.progress = self.loop.time()
+        futures = [self.loop.create_future() for _ in range(count)]
         self.waiting.extend(futures)
         self.transport.write(payload)
         return [await future for future in futures]
@@ -154,8 +184,9 @@ class _Replies(asyncio.Protocol):
 class Wire:
     """A Redis connection shared by every caller of one event loop, opened on first use."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, reply_timeout: float = REPLY_TIMEOUT_SECONDS) -> None:
         self.address = Address.parse(url)
+        self.reply_timeout = reply_timeout
         self._replies: _Replies | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: asyncio.Lock | None = None
@@ -218,13 +249,16 @@ class Wire:
                 self._replies = await asyncio.wait_for(self._open(loop), CONNECT_TIMEOUT_SECONDS)
             return self._replies
 
+    def _protocol(self) -> _Replies:
+        return _Replies(self.reply_timeout)
+
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Replies:
         address = self.address
         if address.path:
-            _, replies = await loop.create_unix_connection(_Replies, address.path)
+            _, replies = await loop.create_unix_connection(self._protocol, address.path)
         else:
             context = ssl.create_default_context() if address.tls else None
-            _, replies = await loop.create_connection(_Replies, address.host, address.port, ssl=context)
+            _, replies = await loop.create_connection(self._protocol, address.host, address.port, ssl=context)
         hello: list[Command] = []
         if address.password:
             login = (address.username, address.password) if address.username else (address.password,)

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from batchyard import tools
 from controller.store import reads
+from controller.store import redis as store_redis
 from controller.store.wire import Address, Script, Wire
 from tests.support.servers import RedisServer, require_tool
+
+HUNG_CALL_BOUND_SECONDS = 20.0
+"""A call to a hung Redis that has not failed by then would hang for good."""
 
 COUNTER = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 
@@ -143,6 +150,49 @@ async def test_a_wrong_password_is_an_error_not_a_retry(own_redis: RedisServer) 
     with pytest.raises(ResponseError, match="WRONGPASS|invalid password"):
         await wire.call("PING")
     await admin.aclose()
+
+
+@contextmanager
+def stopped(server: RedisServer) -> Iterator[None]:
+    """Redis hung: SIGSTOP (it keeps its connections and accepts new ones) until the block ends, then SIGCONT."""
+    assert server.child is not None
+    os.kill(server.child.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.child.pid, signal.SIGCONT)
+
+
+async def test_calls_to_a_hung_redis_fail_with_a_timeout_and_the_next_call_reconnects(own_redis: RedisServer) -> None:
+    wire = Wire(own_redis.url, reply_timeout=0.5)
+    name = key()
+    await wire.call("SET", name, "before")
+    with stopped(own_redis):
+        calls = [wire.call("GET", name), wire.batch([("PING",), ("GET", name)])]
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), HUNG_CALL_BOUND_SECONDS)
+    assert [type(outcome) for outcome in outcomes] == [TimeoutError, TimeoutError]
+
+    assert await wire.call("GET", name) == "before"
+    await wire.aclose()
+
+
+async def test_a_slow_reply_within_the_timeout_is_waited_for(own_redis: RedisServer) -> None:
+    wire = Wire(own_redis.url, reply_timeout=2.0)
+    await wire.call("PING")
+    with stopped(own_redis):
+        pending = asyncio.ensure_future(wire.call("PING"))
+        await asyncio.sleep(0.5)
+    assert await asyncio.wait_for(pending, HUNG_CALL_BOUND_SECONDS) == "PONG"
+    await wire.aclose()
+
+
+async def test_the_redis_py_client_times_out_on_a_hung_redis_without_retrying(own_redis: RedisServer) -> None:
+    client = store_redis.connect(own_redis.url, reply_timeout=0.5)
+    await client.set("hung", "before")
+    with stopped(own_redis), pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.get("hung"), HUNG_CALL_BOUND_SECONDS)
+    assert await client.get("hung") == "before"
+    await client.aclose()
 
 
 def test_addresses_from_urls() -> None:

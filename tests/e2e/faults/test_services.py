@@ -37,6 +37,9 @@ CONTROLLER_OUTAGE_SECONDS = 12.0
 REDIS_STOP_SECONDS = 20.0
 """S6: longer than the heartbeats' 2 s timeout and the broker's socket timeouts."""
 
+REDIS_REPLY_TIMEOUT_SECONDS = 3.0
+"""S6: how long the controller waits for a reply from the hung store before answering 503."""
+
 
 def start_agents(stack: FaultStack, count: int = 2) -> None:
     """Start agents f-1 .. f-<count>."""
@@ -103,7 +106,12 @@ def test_s5_redis_restarted_with_queued_and_running_work_completes_everything_on
 def test_s6_hung_redis_resumes_consuming_within_60_s_of_sigcont(
     tmp_path: Path, marker: str, watch: ProcessWatch
 ) -> None:
-    env = {"CONTROLLER_LEASE_SECONDS": "40", "CONTROLLER_NODE_TIMEOUT_SECONDS": "40", "NODEAGENT_FENCE_SECONDS": "30"}
+    env = {
+        "CONTROLLER_LEASE_SECONDS": "40",
+        "CONTROLLER_NODE_TIMEOUT_SECONDS": "40",
+        "NODEAGENT_FENCE_SECONDS": "30",
+        "CONTROLLER_REDIS_REPLY_TIMEOUT_SECONDS": str(REDIS_REPLY_TIMEOUT_SECONDS),
+    }
     with fault_stack(tmp_path / "data", env) as stack, stack.client() as client:
         events = events_dir(stack.layout.nodes_dir)
         start_agents(stack)
@@ -113,10 +121,15 @@ def test_s6_hung_redis_resumes_consuming_within_60_s_of_sigcont(
         wait_started(events, "a1", 1, 30)
         stack.kill(stack.redis, signal.SIGSTOP)
         try:
-            time.sleep(REDIS_STOP_SECONDS)
+            stopped = time.monotonic()
+            # A hung store makes API calls answer 503 ServerBusy once its replies are overdue, not hang.
+            hung = client.get(f"/jobs/{JOB}")
+            assert (hung.status_code, hung.json()["code"], hung.headers.get("Retry-After")) == (503, "ServerBusy", "2")
+            time.sleep(max(0.0, REDIS_STOP_SECONDS - (time.monotonic() - stopped)))
         finally:
             stack.kill(stack.redis, signal.SIGCONT)
         resumed = time.monotonic()
+        assert client.get(f"/jobs/{JOB}").status_code == 200
         later = [f"b{i}" for i in range(4)]
         add_tasks(client, JOB, [task_body(task_id, recorded_command(events, 1), marker) for task_id in later])
         tasks = wait_tasks(client, JOB, ["a0", "a1", *later], 60)
@@ -126,3 +139,5 @@ def test_s6_hung_redis_resumes_consuming_within_60_s_of_sigcont(
             assert (checked.started(task_id), checked.finished(task_id)) == (1, 1), task_id
             info = execution_info(task)
             assert (info["retryCount"], info["requeueCount"], info["exitCode"]) == (0, 0, 0), task_id
+        log = stack.log_text("controller")
+        assert "the state store is unavailable" in log and "unhandled error" not in log
