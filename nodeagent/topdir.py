@@ -12,8 +12,8 @@ inode-table lookup each, so a job's task directories created where many others
 were just deleted cost several times their usual CPU. With the flag, a new job
 starts in another group.
 
-The flag is a hint: filesystems without inode flags (tmpfs, overlayfs over
-them) refuse the ioctl and nothing changes.
+The flag is a hint: filesystems without it (tmpfs, overlayfs over it) refuse
+the ioctl, as does a directory the agent may not change, and nothing else changes.
 """
 
 from __future__ import annotations
@@ -40,40 +40,18 @@ _UNSUPPORTED = {errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS}
 """What a filesystem without inode flags answers."""
 
 
-def inode_flags(path: Path) -> int | None:
-    """The inode flags of `path`, or None when its filesystem has none."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return _get(fd)
-    except OSError as exc:
-        if exc.errno in _UNSUPPORTED:
-            return None
-        raise
-    finally:
-        os.close(fd)
-
-
 def mark_top(path: Path) -> bool:
-    """Set the top-directory flag on directory `path`; False when its filesystem has no such flag."""
+    """Set the top-directory flag on directory `path`; False when it could not be set (never raises for that)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        flags = _get(fd)
+        # 8 bytes of room: the kernel reads and writes an int in the first 4.
+        flags: int = struct.unpack_from("=i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8)))[0]
         if not flags & FS_TOPDIR_FL:
             fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("=iI", flags | FS_TOPDIR_FL, 0))
     except OSError as exc:
-        if exc.errno in _UNSUPPORTED:
-            return False
-        if exc.errno == errno.EPERM:
-            log.info("%s: not allowed to set the top-directory flag; subdirectories stay near it", path)
-            return False
-        raise
+        if exc.errno not in _UNSUPPORTED:
+            log.info("%s: the top-directory flag cannot be set (%s); its subdirectories stay near it", path, exc)
+        return False
     finally:
         os.close(fd)
     return True
-
-
-def _get(fd: int) -> int:
-    """The flags of open file `fd` (8 bytes of room, the kernel writes an int into the first 4)."""
-    answer = fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))
-    flags: int = struct.unpack_from("=i", answer)[0]
-    return flags

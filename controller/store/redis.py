@@ -32,6 +32,7 @@ def connect(url: str, reply_timeout: float, longest_block: float = 0.0) -> Redis
         socket_keepalive=True,
         socket_timeout=reply_timeout + longest_block,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+        # Retry's own default would also retry TimeoutError.
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES, supported_errors=(ConnectionError,)),
         retry_on_error=[ConnectionError],
     )

@@ -100,7 +100,7 @@ def error_of(reply: Any) -> RedisError | None:
 class _Replies(asyncio.Protocol):
     """One connection: writes commands and hands each reply to the oldest waiting future."""
 
-    def __init__(self, reply_timeout: float = REPLY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, reply_timeout: float) -> None:
         self.reader = hiredis.Reader(encoding="utf-8")
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.Transport | None = None

@@ -163,17 +163,26 @@ def stopped(server: RedisServer) -> Iterator[None]:
         os.kill(server.child.pid, signal.SIGCONT)
 
 
+async def connections_received(admin: Redis) -> int:
+    """How many connections Redis has accepted so far (those a stopped Redis left queued included, once resumed)."""
+    return int((await admin.info("stats"))["total_connections_received"])
+
+
 async def test_calls_to_a_hung_redis_fail_with_a_timeout_and_the_next_call_reconnects(own_redis: RedisServer) -> None:
     wire = Wire(own_redis.url, reply_timeout=0.5)
+    admin = Redis.from_url(own_redis.url)
     name = key()
     await wire.call("SET", name, "before")
+    accepted = await connections_received(admin)
     with stopped(own_redis):
         calls = [wire.call("GET", name), wire.batch([("PING",), ("GET", name)])]
         outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), HUNG_CALL_BOUND_SECONDS)
     assert [type(outcome) for outcome in outcomes] == [TimeoutError, TimeoutError]
+    assert await connections_received(admin) == accepted, "a call that timed out was sent again"
 
     assert await wire.call("GET", name) == "before"
     await wire.aclose()
+    await admin.aclose()
 
 
 async def test_a_slow_reply_within_the_timeout_is_waited_for(own_redis: RedisServer) -> None:
@@ -188,11 +197,15 @@ async def test_a_slow_reply_within_the_timeout_is_waited_for(own_redis: RedisSer
 
 async def test_the_redis_py_client_times_out_on_a_hung_redis_without_retrying(own_redis: RedisServer) -> None:
     client = store_redis.connect(own_redis.url, reply_timeout=0.5)
+    admin = Redis.from_url(own_redis.url)
     await client.set("hung", "before")
+    accepted = await connections_received(admin)
     with stopped(own_redis), pytest.raises(TimeoutError):
         await asyncio.wait_for(client.get("hung"), HUNG_CALL_BOUND_SECONDS)
+    assert await connections_received(admin) == accepted, "the command that timed out was sent again"
     assert await client.get("hung") == "before"
     await client.aclose()
+    await admin.aclose()
 
 
 def test_addresses_from_urls() -> None:

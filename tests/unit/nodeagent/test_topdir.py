@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nodeagent.layout import NodeLayout
-from nodeagent.topdir import FS_TOPDIR_FL, inode_flags, mark_top
+from nodeagent.topdir import mark_top
 
 SHM = Path("/dev/shm")
 
@@ -46,11 +46,12 @@ def test_mark_top_sets_the_flag_lsattr_shows(flagged_dir: Path) -> None:
 def test_mark_top_keeps_the_other_flags_and_is_idempotent(flagged_dir: Path) -> None:
     target = flagged_dir / "d"
     target.mkdir()
-    before = inode_flags(target)
-    assert before is not None
+    subprocess.run(["chattr", "+d", str(target)], check=True)
+    before = set(lsattr_flags(target)) - {"-"}
+    assert "d" in before
     mark_top(target)
     mark_top(target)
-    assert inode_flags(target) == before | FS_TOPDIR_FL
+    assert set(lsattr_flags(target)) - {"-"} == before | {"T"}
 
 
 @pytest.mark.skipif(not SHM.is_dir(), reason="no /dev/shm")
@@ -58,9 +59,9 @@ def test_a_filesystem_without_the_flag_is_left_alone() -> None:
     # tmpfs keeps a few inode flags (immutable, append...) but refuses this one.
     scratch = Path(tempfile.mkdtemp(dir=SHM))
     try:
-        before = inode_flags(scratch)
+        before = lsattr_flags(scratch)
         assert mark_top(scratch) is False
-        assert inode_flags(scratch) == before
+        assert lsattr_flags(scratch) == before
     finally:
         shutil.rmtree(scratch)
 
