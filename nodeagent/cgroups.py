@@ -242,7 +242,7 @@ class AttemptCgroup:
         them, so each holds the same processes (a straggler elsewhere would keep `remove` from succeeding).
         """
         with contextlib.suppress(FileNotFoundError):
-            return {int(line) for line in self.procs_files[0].read_text().split()}
+            return {int(line) for line in read_small(self.dirs[0] / "cgroup.procs").split()}
         return set()
 
     def kill(self, timeout: float = EMPTY_TIMEOUT_SECONDS) -> bool:
@@ -311,11 +311,7 @@ def create(support: CgroupSupport, attempt_id: str) -> AttemptCgroup | None:
     cgroup = AttemptCgroup(support.version, tuple(directory / name for directory in support.node_dirs), support.home)
     try:
         for directory in cgroup.dirs:
-            if directory.exists():
-                # Left by an earlier run of the same attempt: whatever still runs there is stale.
-                AttemptCgroup(cgroup.version, (directory,)).kill()
-                _rmdir(directory)
-            directory.mkdir()
+            _make_fresh(cgroup.version, directory)
         return cgroup
     except OSError as exc:
         log.warning("attempt %s: cannot create its cgroup, running without one: %s", attempt_id, exc)
@@ -323,10 +319,25 @@ def create(support: CgroupSupport, attempt_id: str) -> AttemptCgroup | None:
         return None
 
 
-def release(cgroup: AttemptCgroup) -> None:
-    """Kill what is left in the cgroup and remove it (never raises)."""
+def _make_fresh(version: CgroupVersion, directory: Path) -> None:
+    """mkdir one hierarchy's cgroup; one an earlier run of the same attempt left is emptied and made again."""
     try:
-        cgroup.kill()
+        directory.mkdir()
+    except FileExistsError:
+        # Left by an earlier run of the same attempt: whatever still runs there is stale.
+        AttemptCgroup(version, (directory,)).kill()
+        _rmdir(directory)
+        directory.mkdir()
+
+
+def release(cgroup: AttemptCgroup, *, emptied: bool = False) -> None:
+    """Kill what is left in the cgroup (unless the caller just `emptied` it) and remove it (never raises).
+
+    An emptied cgroup stays empty: a process joins one only by being moved in or forked by a member.
+    """
+    try:
+        if not emptied:
+            cgroup.kill()
         cgroup.remove()
     except OSError as exc:
         log.warning("cgroup %s: cleanup failed: %s", cgroup.dirs[0], exc)
@@ -356,7 +367,7 @@ def _read_keyed(path: Path) -> dict[str, int]:
     """A flat `key value` file (cpu.stat, cpuacct.stat) as a dict; empty when missing."""
     values: dict[str, int] = {}
     with contextlib.suppress(FileNotFoundError):
-        for line in path.read_text().splitlines():
+        for line in read_small(path).splitlines():
             key, _, value = line.partition(" ")
             if value.strip().isdigit():
                 values[key] = int(value)
@@ -366,7 +377,7 @@ def _read_keyed(path: Path) -> dict[str, int]:
 def _read_int(path: Path) -> int | None:
     """A single-number file, or None when it is missing or holds something else."""
     try:
-        text = path.read_text().strip()
+        text = read_small(path).strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -419,9 +430,21 @@ def _v1_cpu(cpuacct: Path) -> tuple[float | None, float | None]:
 def _read_text(path: Path) -> str:
     """A file's text, empty when it cannot be read."""
     try:
-        return path.read_text()
+        return read_small(path)
     except OSError:
         return ""
+
+
+def read_small(path: Path) -> str:
+    """The whole text of a small (pseudo-)file, read with plain system calls: no buffered text layer."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def parse_io_stat(text: str) -> dict[str, int]:

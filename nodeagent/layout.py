@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from nodeagent.identity import RunAs, identity_label
@@ -118,47 +119,47 @@ class NodeLayout:
     root: Path
     """`<root>`"""
 
-    @property
+    @cached_property
     def shared(self) -> Path:
         """`<root>/shared`"""
         return self.root / "shared"
 
-    @property
+    @cached_property
     def startup(self) -> Path:
         """`<root>/startup`"""
         return self.root / "startup"
 
-    @property
+    @cached_property
     def workitems(self) -> Path:
         """`<root>/workitems`"""
         return self.root / "workitems"
 
-    @property
+    @cached_property
     def volatile(self) -> Path:
         """`<root>/volatile`"""
         return self.root / "volatile"
 
-    @property
+    @cached_property
     def spool(self) -> Path:
         """`<root>/volatile/spool`: reports not yet answered by the controller."""
         return self.volatile / "spool"
 
-    @property
+    @cached_property
     def attempt_state(self) -> Path:
         """`<root>/volatile/attempts`: per-attempt step state files."""
         return self.volatile / "attempts"
 
-    @property
+    @cached_property
     def applications(self) -> Path:
         """`<root>/applications`"""
         return self.root / "applications"
 
-    @property
+    @cached_property
     def retention_index(self) -> Path:
         """`<root>/volatile/retention.json`: task directories waiting for their retention time to pass."""
         return self.volatile / "retention.json"
 
-    @property
+    @cached_property
     def startup_wd(self) -> Path:
         """`<root>/startup/wd`: the start task's working directory."""
         return self.startup / "wd"
@@ -167,7 +168,7 @@ class NodeLayout:
         """`<root>/applications/<applicationId>_<version>`"""
         return self.applications / check_name(f"{check_name(application_id)}_{check_name(version)}")
 
-    @property
+    @cached_property
     def fsmounts(self) -> Path:
         """`<root>/fsmounts`"""
         return self.root / "fsmounts"

@@ -12,30 +12,45 @@ import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from nodeagent.identity import RunAs
 
 
-def own_dir(path: Path, run_as: RunAs, mode: int) -> None:
+DirOrigin = Literal["made", "kept", "taken"]
+"""What `own_dir` found: no directory (it made one), one `run_as` owned, or one another user owned."""
+
+
+def own_dir(path: Path, run_as: RunAs, mode: int) -> DirOrigin:
     """Create directory `path` if needed (a link in its place is removed) and give it to `run_as` with `mode`."""
-    if path.is_symlink():
-        path.unlink()
-    path.mkdir(exist_ok=True)
+    origin: DirOrigin = "made"
+    try:
+        path.mkdir()
+    except FileExistsError:
+        if not path.is_symlink():
+            origin = "kept"
+        else:
+            path.unlink()
+            path.mkdir()
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        _fown(fd, run_as)
+        if not _fown(fd, run_as) and origin == "kept":
+            origin = "taken"
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+    return origin
 
 
 def fresh_file(path: Path, run_as: RunAs, mode: int, data: bytes = b"") -> None:
     """Replace `path` with a new file holding `data`, owned by `run_as`, with `mode`."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        fd = _create(path, mode)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = _create(path, mode)
     try:
         _fown(fd, run_as)
         os.fchmod(fd, mode)
@@ -66,19 +81,17 @@ def give_tree(root: Path, run_as: RunAs) -> None:
                 os.chown(name, run_as.uid, run_as.gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def owned_by(path: Path, run_as: RunAs) -> bool:
-    """True when `path` itself (not a link target) belongs to `run_as`'s uid."""
-    try:
-        return path.lstat().st_uid == run_as.uid
-    except FileNotFoundError:
-        return False
+def _create(path: Path, mode: int) -> int:
+    """A descriptor of a file created now at `path` (never through a link)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
-def _fown(fd: int, run_as: RunAs) -> None:
-    """chown an open file to `run_as` unless it already belongs to it."""
+def _fown(fd: int, run_as: RunAs) -> bool:
+    """chown an open file to `run_as` unless it already belongs to it; True when its user was `run_as` already."""
     info = os.fstat(fd)
     if (info.st_uid, info.st_gid) != (run_as.uid, run_as.gid):
         os.fchown(fd, run_as.uid, run_as.gid)
+    return info.st_uid == run_as.uid
 
 
 def _lchown(path: Path, run_as: RunAs) -> None:

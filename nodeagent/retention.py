@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -62,6 +63,7 @@ class Retention:
         self._thread: threading.Thread | None = None
         self._pending: dict[str, Pending] = self._load()
         self._journaled = 0
+        self._journal_fd: int | None = None
 
     def schedule(self, task_dir: Path, retention_seconds: float | None, user: str | None) -> None:
         """Delete `task_dir` (and remove `user`) once `retention_seconds` (default seven days) have passed."""
@@ -113,6 +115,8 @@ class Retention:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        with self._lock:
+            self._close_journal()
 
     def _loop(self) -> None:
         """Sweep every interval until stopped; an unexpected error is logged and the loop goes on."""
@@ -193,13 +197,10 @@ class Retention:
 
         The whole index is rewritten only when the journal has grown long, or by a sweep that deleted something.
         """
-        path = self._journal_path()
-        line = json.dumps(change, sort_keys=True) + "\n"
-        try:
-            _append(path, line)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _append(path, line)
+        line = (json.dumps(change, sort_keys=True) + "\n").encode()
+        if self._journal_fd is None:
+            self._journal_fd = self._open_journal()
+        os.write(self._journal_fd, line)
         self._journaled += 1
         if self._journaled >= JOURNAL_COMPACT_LINES:
             self._save()
@@ -208,11 +209,22 @@ class Retention:
         """Write the index atomically and empty the journal (called with the lock held)."""
         records = [asdict(entry) for entry in self._pending.values()]
         write_atomic(self._layout.retention_index, json.dumps(records, sort_keys=True).encode())
+        self._close_journal()
         self._journal_path().unlink(missing_ok=True)
         self._journaled = 0
 
+    def _open_journal(self) -> int:
+        """The journal opened for appending (created, with its directory, when absent); kept open until saved."""
+        path = self._journal_path()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags, 0o644)
 
-def _append(path: Path, line: str) -> None:
-    """Append one line to a file (created when absent, its directory not)."""
-    with path.open("a") as journal:
-        journal.write(line)
+    def _close_journal(self) -> None:
+        """Close the journal's descriptor, if open (called with the lock held)."""
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None

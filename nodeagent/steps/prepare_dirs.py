@@ -17,7 +17,7 @@ from nodeagent.errors import StepError
 from nodeagent.identity import RunAs
 from nodeagent.layout import TaskDirs
 from nodeagent.messages import FailureCategory
-from nodeagent.ownership import fresh_file, give_tree, own_dir, owned_by
+from nodeagent.ownership import fresh_file, give_tree, own_dir
 from nodeagent.steps.base import TaskContext
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,8 @@ def prepare_task_dirs(dirs: TaskDirs, run_as: RunAs, upload_logs: bool = True) -
     Without `upload_logs`, upload logs an earlier attempt left are removed instead of created.
     """
     dirs.task_dir.parent.mkdir(parents=True, exist_ok=True)
-    inherited = dirs.task_dir.exists() and not owned_by(dirs.task_dir, run_as)
-    own_dir(dirs.task_dir, run_as, TASK_DIR_MODE)
-    if inherited:
+    origin = own_dir(dirs.task_dir, run_as, TASK_DIR_MODE)
+    if origin == "taken":
         give_tree(dirs.task_dir, run_as)
     own_dir(dirs.wd, run_as, TASK_DIR_MODE)
     for path in (dirs.stdout, dirs.stderr):
@@ -45,7 +44,7 @@ def prepare_task_dirs(dirs: TaskDirs, run_as: RunAs, upload_logs: bool = True) -
     for path in (dirs.upload_out, dirs.upload_err):
         if upload_logs:
             fresh_file(path, run_as, LOG_FILE_MODE)
-        else:
+        elif origin != "made":
             path.unlink(missing_ok=True)
 
 

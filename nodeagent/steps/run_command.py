@@ -141,9 +141,9 @@ def collect_usage(cgroup: AttemptCgroup | None, sampler: TreeSampler | None) -> 
     """Stop the sampler; kill what is left in the cgroup, read its usage and remove it."""
     usage = ResourceUsage()
     if cgroup is not None:
-        cgroup.kill()
+        emptied = cgroup.kill()
         usage = cgroup.usage()
-        cgroups.release(cgroup)
+        cgroups.release(cgroup, emptied=emptied)
     if sampler is not None:
         usage = usage.merged(sampler.stop())
     return usage
