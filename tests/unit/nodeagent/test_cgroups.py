@@ -168,6 +168,22 @@ def test_sweep_removes_cgroups_left_by_an_earlier_agent(support: CgroupSupport) 
     assert not any(path.exists() for path in stale.dirs)
 
 
+def test_a_cgroup_an_earlier_run_of_the_attempt_left_is_emptied_and_made_anew(support: CgroupSupport) -> None:
+    # Given the cgroup of an attempt whose earlier run left a process in it
+    stale = cgroups.create(support, "rerun-attempt")
+    assert stale is not None
+    straggler = psutil.Popen(["sleep", "60"])
+    stale.enter(straggler.pid)
+    # When the attempt runs again
+    fresh = cgroups.create(support, "rerun-attempt")
+    # Then its cgroup exists, empty, and the straggler is gone
+    assert fresh is not None and all(path.is_dir() for path in fresh.dirs)
+    assert straggler.wait(timeout=5) == -9
+    assert fresh.pids() == set()
+    cgroups.release(fresh)
+    assert not any(path.exists() for path in fresh.dirs)
+
+
 def test_create_without_support_is_none() -> None:
     assert cgroups.create(cgroups.NO_CGROUPS, "a") is None
 
