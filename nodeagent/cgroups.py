@@ -242,7 +242,7 @@ class AttemptCgroup:
         them, so each holds the same processes (a straggler elsewhere would keep `remove` from succeeding).
         """
         with contextlib.suppress(FileNotFoundError):
-            return {int(line) for line in read_small(self.dirs[0] / "cgroup.procs").split()}
+            return {int(line) for line in _read_all(self.dirs[0] / "cgroup.procs").split()}
         return set()
 
     def kill(self, timeout: float = EMPTY_TIMEOUT_SECONDS) -> bool:
@@ -367,7 +367,7 @@ def _read_keyed(path: Path) -> dict[str, int]:
     """A flat `key value` file (cpu.stat, cpuacct.stat) as a dict; empty when missing."""
     values: dict[str, int] = {}
     with contextlib.suppress(FileNotFoundError):
-        for line in read_small(path).splitlines():
+        for line in _read_all(path).splitlines():
             key, _, value = line.partition(" ")
             if value.strip().isdigit():
                 values[key] = int(value)
@@ -377,7 +377,7 @@ def _read_keyed(path: Path) -> dict[str, int]:
 def _read_int(path: Path) -> int | None:
     """A single-number file, or None when it is missing or holds something else."""
     try:
-        text = read_small(path).strip()
+        text = _read_all(path).strip()
     except OSError:
         return None
     return int(text) if text.isdigit() else None
@@ -430,12 +430,12 @@ def _v1_cpu(cpuacct: Path) -> tuple[float | None, float | None]:
 def _read_text(path: Path) -> str:
     """A file's text, empty when it cannot be read."""
     try:
-        return read_small(path)
+        return _read_all(path)
     except OSError:
         return ""
 
 
-def read_small(path: Path) -> str:
+def _read_all(path: Path) -> str:
     """The whole text of a small (pseudo-)file, read with plain system calls: no buffered text layer."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
