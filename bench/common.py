@@ -151,6 +151,27 @@ def cpu_ms_per_task(before: dict[str, float], after: dict[str, float], tasks: in
     return {**per_task, "total": round(sum(per_task.values()), 2)}
 
 
+def redis_work(redis_port: int) -> dict[str, int]:
+    """What the stack's Redis has done so far: commands, client reads (about one per round trip), script runs."""
+    store = redis.Redis.from_url(redis_url(redis_port))
+    try:
+        stats = store.info("stats")
+        commands = store.info("commandstats")
+    finally:
+        store.close()
+    scripts = sum(int(commands.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+    return {
+        "commands": int(stats["total_commands_processed"]),
+        "round_trips": int(stats["total_reads_processed"]),
+        "scripts": scripts,
+    }
+
+
+def per_task(before: dict[str, int], after: dict[str, int], tasks: int) -> dict[str, float]:
+    """Each count's growth between two readings, per task."""
+    return {name: round((after[name] - before[name]) / tasks, 2) for name in after}
+
+
 def remove_shared_node_roots(data_dir: Path) -> None:
     """Delete the node roots a root-run stack kept outside its temporary data directory."""
     nodes_dir = Layout(data_dir).nodes_dir

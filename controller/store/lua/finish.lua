@@ -11,7 +11,7 @@
 -- is "1" when a task joined a queue (the retry, or a dependent released), else "0".
 local attempt = KEYS[1]
 
-local function settle(name, action, queue, pool_jobs, job)
+local function settle(name, action, queue, job)
   local queued = 0
   redis.call('HSET', KEYS[3], name, action == 'satisfy' and 'satisfied' or 'blocked')
   local dependents = KEYS[4] .. name
@@ -21,12 +21,11 @@ local function settle(name, action, queue, pool_jobs, job)
       -- the dependent was deleted meanwhile
     elseif action ~= 'satisfy' then
       redis.call('HSET', child, 'blocked', '1')
-    elseif redis.call('HINCRBY', child, 'waiting', -1) <= 0 and redis.call('HGET', child, 'blocked') ~= '1'
-        and redis.call('HGET', child, 'state') == 'active' then
-      redis.call('ZADD', queue, redis.call('HGET', child, 'seq'), child)
-      queued = queued + 1
-      if redis.call('HGET', job, 'state') == 'active' then
-        redis.call('ZADD', pool_jobs, 'NX', redis.call('HGET', job, 'order'), redis.call('HGET', job, 'key'))
+    elseif redis.call('HINCRBY', child, 'waiting', -1) <= 0 then
+      local c = redis.call('HMGET', child, 'blocked', 'state', 'seq')
+      if c[1] ~= '1' and c[2] == 'active' then
+        redis.call('ZADD', queue, c[3], child)
+        queued = queued + 1
       end
     end
   end
@@ -34,26 +33,29 @@ local function settle(name, action, queue, pool_jobs, job)
   return queued
 end
 
-if redis.call('HGET', attempt, 'state') ~= 'running' then return {'refused', 'attempt is not running'} end
-if redis.call('HGET', attempt, 'node_id') ~= ARGV[1] then return {'refused', 'attempt belongs to another node'} end
-local task = redis.call('HGET', attempt, 'task')
-local tstate = redis.call('HGET', task, 'state')
-if redis.call('HGET', task, 'attempt') ~= attempt or (tstate ~= 'running' and tstate ~= 'preparing') then
+local a = redis.call('HMGET', attempt, 'state', 'node_id', 'task', 'job', 'node', 'slots', 'node_attempts',
+  'job_attempts', 'queue', 'pool_jobs')
+if a[1] ~= 'running' then return {'refused', 'attempt is not running'} end
+if a[2] ~= ARGV[1] then return {'refused', 'attempt belongs to another node'} end
+local task, job, node, queue, pool_jobs = a[3], a[4], a[5], a[9], a[10]
+local t = redis.call('HMGET', task, 'state', 'attempt', 'stt', 'gang', 'seq', 'num')
+local tstate = t[1]
+if t[2] ~= attempt or (tstate ~= 'running' and tstate ~= 'preparing') then
   return {'refused', 'task moved on'}
 end
-local job, node = redis.call('HGET', attempt, 'job'), redis.call('HGET', attempt, 'node')
-redis.call('HINCRBY', node, 'used', -tonumber(redis.call('HGET', attempt, 'slots')))
-redis.call('SREM', redis.call('HGET', attempt, 'node_attempts'), attempt)
-redis.call('SREM', redis.call('HGET', attempt, 'job_attempts'), attempt)
+redis.call('HINCRBY', node, 'used', -tonumber(a[6]))
+redis.call('SREM', a[7], attempt)
+redis.call('SREM', a[8], attempt)
 redis.call('ZREM', KEYS[2], attempt)
 redis.call('HSET', attempt, 'state', 'done')
 redis.call('EXPIRE', attempt, 86400)
-for member in string.gmatch(redis.call('HGET', task, 'gang') or '', '[^,]+') do
+for member in string.gmatch(t[4] or '', '[^,]+') do
   -- The other instances of a multi-instance task end with its primary: their nodes are told to stop them.
   if member ~= attempt and redis.call('HGET', member, 'state') ~= 'done' and redis.call('EXISTS', member) == 1 then
-    redis.call('HINCRBY', redis.call('HGET', member, 'node'), 'used', -tonumber(redis.call('HGET', member, 'slots')))
-    redis.call('SREM', redis.call('HGET', member, 'node_attempts'), member)
-    redis.call('SREM', redis.call('HGET', member, 'job_attempts'), member)
+    local m = redis.call('HMGET', member, 'node', 'slots', 'node_attempts', 'job_attempts')
+    redis.call('HINCRBY', m[1], 'used', -tonumber(m[2]))
+    redis.call('SREM', m[3], member)
+    redis.call('SREM', m[4], member)
     redis.call('ZREM', KEYS[2], member)
     redis.call('ZREM', KEYS[7], member)
     redis.call('HSET', member, 'state', 'done', 'ended', ARGV[4])
@@ -61,42 +63,44 @@ for member in string.gmatch(redis.call('HGET', task, 'gang') or '', '[^,]+') do
   end
 end
 redis.call('HDEL', task, 'attempt', 'gang')
-redis.call('HSET', task, 'pstate', redis.call('HGET', task, 'state'), 'pstt', redis.call('HGET', task, 'stt'))
+redis.call('HSET', task, 'pstate', tstate, 'pstt', t[3])
 for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', task, ARGV[i]) else redis.call('HSET', task, ARGV[i], ARGV[i + 1]) end
+end
+local function requeue_job()
+  -- An active job with queued work is in its pool's set of jobs to place.
+  local j = redis.call('HMGET', job, 'state', 'order', 'key')
+  if j[1] == 'active' then redis.call('ZADD', pool_jobs, 'NX', j[2], j[3]) end
 end
 redis.call('HINCRBY', job, 'n_running', -1)
 if ARGV[2] == 'retry' then
   redis.call('HINCRBY', job, 'n_active', 1)
-  redis.call('ZADD', redis.call('HGET', attempt, 'queue'), redis.call('HGET', task, 'seq'), task)
-  if redis.call('HGET', job, 'state') == 'active' then
-    redis.call('ZADD', redis.call('HGET', attempt, 'pool_jobs'), 'NX', redis.call('HGET', job, 'order'),
-      redis.call('HGET', job, 'key'))
-  end
+  redis.call('ZADD', queue, t[5], task)
+  requeue_job()
   return {'ok', '', '1'}
 end
 redis.call('HINCRBY', job, 'n_completed', 1)
-local queue, pool_jobs = redis.call('HGET', attempt, 'queue'), redis.call('HGET', attempt, 'pool_jobs')
-local released = settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue, pool_jobs, job)
-local number = redis.call('HGET', task, 'num')
-if number then released = released + settle('#' .. number, ARGV[6], queue, pool_jobs, job) end
+local released = settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue, job)
+if t[6] then released = released + settle('#' .. t[6], ARGV[6], queue, job) end
 local queued = released > 0 and '1' or '0'
+if released > 0 then requeue_job() end
 if ARGV[3] == 'success' then
   redis.call('HINCRBY', job, 'n_succeeded', 1)
   redis.call('HINCRBY', node, 'total_ok', 1)
 else
   redis.call('HINCRBY', job, 'n_failed', 1)
 end
-local idle = tonumber(redis.call('HGET', job, 'n_active')) == 0 and tonumber(redis.call('HGET', job, 'n_running')) == 0
-if idle and redis.call('HGET', job, 'on_all_complete') == 'terminatejob' and redis.call('HGET', job, 'state') == 'active' then
+local j = redis.call('HMGET', job, 'n_active', 'n_running', 'on_all_complete', 'state', 'release', 'stt', 'key')
+local idle = tonumber(j[1]) == 0 and tonumber(j[2]) == 0
+if idle and j[3] == 'terminatejob' and j[4] == 'active' then
   local now = ARGV[4]
-  if redis.call('HGET', job, 'release') == '1' and redis.call('HLEN', job .. ':prepstate') > 0 then
-    redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'terminating',
+  if j[5] == '1' and redis.call('HLEN', job .. ':prepstate') > 0 then
+    redis.call('HSET', job, 'pstate', 'active', 'pstt', j[6], 'state', 'terminating',
       'stt', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
-    redis.call('SADD', KEYS[6], redis.call('HGET', job, 'key'))
+    redis.call('SADD', KEYS[6], j[7])
     return {'ok', 'job-terminating', queued}
   end
-  redis.call('HSET', job, 'pstate', 'active', 'pstt', redis.call('HGET', job, 'stt'), 'state', 'completed',
+  redis.call('HSET', job, 'pstate', 'active', 'pstt', j[6], 'state', 'completed',
     'stt', now, 'end', now, 'reason', 'AllTasksComplete', 'modified', now, 'etag', ARGV[5])
   return {'ok', 'job-completed', queued}
 end
