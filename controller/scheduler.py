@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
@@ -18,7 +18,9 @@ from controller.domain.placement import Want, place, place_gang
 from controller.domain.states import SCHEDULABLE_NODE_STATES
 from controller.reconcile import reconcile
 from controller.store import reads
+from controller.store.reads import pairs
 from controller.store.transitions import Placement
+from controller.store.wire import Command
 from nodeagent.messages import Dispatch, Offer
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ class Refill:
     """The attempts offered to the node."""
     room_left: bool
     """The node still has free slots (no queued task fitted them)."""
+    pool_key: str = ""
+    pool: dict[str, str] = field(default_factory=dict)
+    """The node's pool as read for the placement (its key and record)."""
 
 
 class Scheduler:
@@ -51,6 +56,8 @@ class Scheduler:
         self.last_repair = 0.0
         self.totals: dict[str, int] = {}
         """Slots of each schedulable node seen in the last pass."""
+        self.pool_of: dict[str, str] = {}
+        """The pool key of each node a refill has read; each refill checks it against the node's record."""
 
     async def run(self) -> None:
         """Loop until cancelled: lead, place, repair once a tick, then sleep until woken or a tick passes.
@@ -117,15 +124,33 @@ class Scheduler:
         """Place queued tasks on the free slots of one node now, without a message.
 
         A node that reports finished attempts takes the next ones in the answer (the reports freed the
-        slots). Only the leader places: elsewhere (None) the leader's next pass fills them.
+        slots). Only the leader places: elsewhere (None) the leader's next pass fills them. The node, its
+        pool and the pool's jobs are read in one round trip once the node's pool is known.
         """
         if not self.leading:
             return None
-        record = await reads.record(self.ctx.wire, self.ctx.keys.node(node_id))
-        if not record.get("pool"):
+        keys = self.ctx.keys
+        pool_key = self.pool_of.get(node_id) or (await reads.record(self.ctx.wire, keys.node(node_id))).get("pool")
+        if not pool_key:
             return None
-        dispatches, left = await self._place(record["pool"], self._free_slots([node_id], [record]))
-        return Refill([offer.attempt_id for dispatch in dispatches for offer in dispatch.offers], bool(left))
+        node, pool, job_keys = await self.ctx.wire.batch(
+            [("HGETALL", keys.node(node_id)), ("HGETALL", keys.pool(pool_key)), self._jobs_of(pool_key)]
+        )
+        record = pairs(node)
+        if record.get("pool") != pool_key:
+            # The node is gone (or was made anew meanwhile): the scheduler's next pass places.
+            self.pool_of.pop(node_id, None)
+            return None
+        self.pool_of[node_id] = pool_key
+        pool_record = pairs(pool)
+        free = self._free_slots([node_id], [record])
+        dispatches, left = await self._place(pool_key, free, pool_record.get("spec"), job_keys)
+        attempt_ids = [offer.attempt_id for dispatch in dispatches for offer in dispatch.offers]
+        return Refill(attempt_ids, bool(left), pool_key, pool_record)
+
+    def _jobs_of(self, pool_key: str) -> Command:
+        """The command that reads the pool's jobs with queued tasks, in job order."""
+        return ("ZRANGE", self.ctx.keys.pool_jobs(pool_key), 0, -1)
 
     def _free_slots(self, node_ids: list[str], records: list[dict[str, str]]) -> dict[str, int]:
         """Free slots of the listed nodes that are schedulable and have some, from their records.
@@ -147,19 +172,21 @@ class Scheduler:
         keys = self.ctx.keys
         node_ids = await reads.members(self.ctx.wire, keys.pool_nodes(pool_key))
         records = await reads.records(self.ctx.wire, [keys.node(node_id) for node_id in node_ids])
-        dispatches, _ = await self._place(pool_key, self._free_slots(node_ids, records))
+        free = self._free_slots(node_ids, records)
+        if not free:
+            return []
+        spec, job_keys = await self.ctx.wire.batch([("HGET", keys.pool(pool_key), "spec"), self._jobs_of(pool_key)])
+        dispatches, _ = await self._place(pool_key, free, spec, job_keys)
         return dispatches
 
-    async def _place(self, pool_key: str, free: dict[str, int]) -> tuple[list[Dispatch], dict[str, int]]:
-        """Offer queued tasks of the pool's jobs, in job order, on the `free` slots; the offers, one dispatch
-        per node, and the free slots left."""
+    async def _place(
+        self, pool_key: str, free: dict[str, int], spec: str | None, job_keys: list[str]
+    ) -> tuple[list[Dispatch], dict[str, int]]:
+        """Offer queued tasks of the pool's `job_keys`, in order, on the `free` slots, by the pool's `spec`; the
+        offers, one dispatch per node, and the free slots left."""
         offers: dict[str, list[Offer]] = defaultdict(list)
         if not free:
             return [], {}
-        keys = self.ctx.keys
-        spec, job_keys = await self.ctx.wire.batch(
-            [("HGET", keys.pool(pool_key), "spec"), ("ZRANGE", keys.pool_jobs(pool_key), 0, -1)]
-        )
         policy = json.loads(spec or "{}").get("taskSchedulingPolicy") or {}
         fill_type = str(policy.get("nodeFillType", "spread"))
         for job_key in job_keys:

@@ -51,8 +51,13 @@ def stale(reason: str) -> Conflict:
     return Conflict(f"The attempt is no longer current: {reason}", code="AttemptNotCurrent")
 
 
-async def claim_all(ctx: Context, node_id: str, attempt_ids: list[str]) -> ClaimAnswer:
-    """Claim offered attempts for `node_id`: the specs of those it now runs, the ids of those refused."""
+async def claim_all(
+    ctx: Context, node_id: str, attempt_ids: list[str], pools: dict[str, Record | None] | None = None
+) -> ClaimAnswer:
+    """Claim offered attempts for `node_id`: the specs of those it now runs, the ids of those refused.
+
+    `pools` holds pool records already read, by pool key.
+    """
     lease = _ms(ctx.settings.lease_seconds)
     results = await ctx.transitions.claim_all(attempt_ids, node_id, iso(now()), lease, new_etag())
     claimed: list[tuple[str, Claimed]] = []
@@ -63,13 +68,17 @@ async def claim_all(ctx: Context, node_id: str, attempt_ids: list[str]) -> Claim
         else:
             log.info("claim of attempt %s by node %s refused: %s", attempt_id, node_id, result.detail)
             refused.append(attempt_id)
-    built = await _specs(ctx, node_id, claimed)
+    built = await _specs(ctx, node_id, claimed, dict(pools or {}))
     return ClaimAnswer(specs=list(built.values()), refused=refused + [i for i, _ in claimed if i not in built])
 
 
-async def _specs(ctx: Context, node_id: str, claimed: list[tuple[str, Claimed]]) -> dict[str, AttemptSpec]:
-    """The specs of claimed attempts, by attempt id; those whose task or job is gone left out."""
-    pools: dict[str, Record | None] = {}
+async def _specs(
+    ctx: Context, node_id: str, claimed: list[tuple[str, Claimed]], pools: dict[str, Record | None]
+) -> dict[str, AttemptSpec]:
+    """The specs of claimed attempts, by attempt id; those whose task or job is gone left out.
+
+    The pool records read go to `pools`, by pool key.
+    """
     built: dict[str, AttemptSpec] = {}
     for attempt_id, (_, _, task, job, attempt) in claimed:
         if not task or not job:
@@ -162,7 +171,9 @@ async def report_all(ctx: Context, node_id: str, batch: ReportBatch) -> ReportBa
     for ending, result in zip(endings, results, strict=True):
         answers[ending.attempt_id] = await _ended(ctx, ending, result.ok, result.detail)
     refill = await ctx.refill(node_id) if batch.refill and ctx.refill is not None else None
-    claimed = await claim_all(ctx, node_id, refill.attempt_ids) if refill and refill.attempt_ids else ClaimAnswer()
+    claimed = ClaimAnswer()
+    if refill and refill.attempt_ids:
+        claimed = await claim_all(ctx, node_id, refill.attempt_ids, {refill.pool_key: refill.pool or None})
     if refill is None or refill.room_left or any(result.queued for result in results):
         # Slots are free or tasks were queued: the other nodes may take work too.
         await ctx.wake_scheduler()
