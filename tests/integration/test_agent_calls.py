@@ -160,3 +160,20 @@ async def test_a_report_wakes_the_scheduler_only_when_its_node_keeps_free_slots(
     scheduler.leading = False
     await agents.report_all(ctx, NODE, reported(third[0]))
     assert await wakes(ctx) == 1
+
+
+async def test_a_removed_node_gets_no_attempts_from_a_late_report(ctx: Context) -> None:
+    # Given a node whose report was refilled (the leader knows its pool), then finished everything
+    ctx, _, (first, second) = await both_slots_running(ctx)
+    (third,) = (await agents.report_all(ctx, NODE, reported(first))).specs
+    for spec in (second, third):
+        assert (await agents.report_all(ctx, NODE, reported(spec, refill=False))).answers[spec.attempt_id].accepted
+    # And was removed from its pool, after which another task was queued
+    assert await ctx.transitions.remove_node(NODE, key_of(POOL))
+    added = await add_tasks(ctx, "j", [TaskCreate.model_validate({"id": "t3", "commandLine": "/bin/true"})])
+    assert added[0].error is None
+    # When a late copy of an old report arrives asking for a refill
+    answer = await agents.report_all(ctx, NODE, reported(first))
+    # Then it is refused and carries no attempt: the queued task waits for a node of the pool
+    assert not answer.answers[first.attempt_id].accepted and answer.specs == []
+    assert await ctx.redis.hget(ctx.keys.task(key_of("j"), "t3"), "state") == "active"
