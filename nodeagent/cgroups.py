@@ -62,6 +62,9 @@ V2_CONTROLLERS = ("cpu", "memory", "io")
 EMPTY_TIMEOUT_SECONDS = 5.0
 """How long the cgroup backstop waits for killed processes to leave before giving up."""
 
+READ_SIZE = 65536
+"""Bytes asked for by each read of a cgroup file."""
+
 SAMPLE_SECONDS = 0.1
 """How often the fallback sampler reads the process tree's memory and IO."""
 
@@ -436,12 +439,18 @@ def _read_text(path: Path) -> str:
 
 
 def _read_all(path: Path) -> str:
-    """The whole text of a small (pseudo-)file, read with plain system calls: no buffered text layer."""
+    """The whole text of a small (pseudo-)file, read with plain system calls: no buffered text layer.
+
+    A read shorter than asked for ends the file: cgroup files are seq_files, whose reads fill the
+    buffer unless the text runs out, so the usual small file takes one read and no second one for EOF.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
-        while chunk := os.read(fd, 65536):
+        while chunk := os.read(fd, READ_SIZE):
             chunks.append(chunk)
+            if len(chunk) < READ_SIZE:
+                break
     finally:
         os.close(fd)
     return b"".join(chunks).decode()

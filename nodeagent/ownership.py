@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -26,18 +27,17 @@ def own_dir(path: Path, run_as: RunAs, mode: int) -> DirOrigin:
     """Create directory `path` if needed (a link in its place is removed) and give it to `run_as` with `mode`."""
     origin: DirOrigin = "made"
     try:
-        path.mkdir()
+        path.mkdir(mode)
     except FileExistsError:
         if not path.is_symlink():
             origin = "kept"
         else:
             path.unlink()
-            path.mkdir()
+            path.mkdir(mode)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        if not _fown(fd, run_as) and origin == "kept":
+        if not _fown(fd, run_as, mode) and origin == "kept":
             origin = "taken"
-        os.fchmod(fd, mode)
     finally:
         os.close(fd)
     return origin
@@ -52,8 +52,7 @@ def fresh_file(path: Path, run_as: RunAs, mode: int, data: bytes = b"") -> None:
             path.unlink()
         fd = _create(path, mode)
     try:
-        _fown(fd, run_as)
-        os.fchmod(fd, mode)
+        _fown(fd, run_as, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -86,11 +85,18 @@ def _create(path: Path, mode: int) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
-def _fown(fd: int, run_as: RunAs) -> bool:
-    """chown an open file to `run_as` unless it already belongs to it; True when its user was `run_as` already."""
+def _fown(fd: int, run_as: RunAs, mode: int) -> bool:
+    """Give an open file to `run_as` with `mode`, changing only what differs; True when its user was `run_as` already.
+
+    chown comes first: it may clear set-user-ID and set-group-ID bits, which `mode` then sets again.
+    """
     info = os.fstat(fd)
-    if (info.st_uid, info.st_gid) != (run_as.uid, run_as.gid):
+    owned = (info.st_uid, info.st_gid) == (run_as.uid, run_as.gid)
+    if not owned:
         os.fchown(fd, run_as.uid, run_as.gid)
+    cleared = not owned and mode & (stat.S_ISUID | stat.S_ISGID)
+    if cleared or stat.S_IMODE(info.st_mode) != mode:
+        os.fchmod(fd, mode)
     return info.st_uid == run_as.uid
 
 

@@ -47,6 +47,8 @@ class StepState:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._on_disk = True
+        """False while no state file is known to exist: none was found at load and none written since."""
         self._done: dict[str, Any] = self._load()
 
     def _load(self) -> dict[str, Any]:
@@ -54,6 +56,7 @@ class StepState:
         try:
             loaded = json.loads(self._path.read_bytes())
         except FileNotFoundError:
+            self._on_disk = False
             return {}
         except (OSError, ValueError) as exc:
             log.warning("state file %s unreadable, starting afresh: %s", self._path, exc)
@@ -67,12 +70,16 @@ class StepState:
     def mark_done(self, key: str, value: Any = True) -> None:
         """Record `key` as finished and persist the state."""
         self._done[key] = value
+        self._on_disk = True
         write_atomic(self._path, json.dumps(self._done, sort_keys=True).encode(), durable=False)
 
     def remove(self) -> None:
-        """Delete the state file."""
+        """Delete the state file, if there is one."""
+        if not self._on_disk:
+            return
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
+        self._on_disk = False
 
 
 class Spool:

@@ -35,6 +35,20 @@ def test_unreadable_step_state_starts_afresh(tmp_path: Path) -> None:
     assert not StepState(path).is_done("anything")
 
 
+def test_step_state_remove_deletes_whichever_state_file_there_is(tmp_path: Path) -> None:
+    # A file written by this attempt, one left by an earlier agent, and an unreadable one all go
+    written, earlier, unreadable = (tmp_path / f"{name}.json" for name in ("written", "earlier", "unreadable"))
+    state = StepState(written)
+    state.mark_done("step")
+    StepState(earlier).mark_done("step")
+    unreadable.write_text("{not json")
+    for removed in (state, StepState(earlier), StepState(unreadable)):
+        removed.remove()
+    assert list(tmp_path.iterdir()) == []
+    # And removing when there never was a file is fine
+    StepState(tmp_path / "never.json").remove()
+
+
 def test_spool_save_and_pending(tmp_path: Path) -> None:
     # Given two spooled reports
     spool = Spool(NodeLayout(tmp_path))

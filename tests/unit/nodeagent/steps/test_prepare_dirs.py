@@ -53,6 +53,23 @@ def test_is_idempotent(tmp_path: Path) -> None:
     assert (ctx.dirs.wd / "keep.txt").read_text() == "k"
 
 
+def test_modes_are_the_tasks_whatever_the_umask_or_an_earlier_attempt_left(tmp_path: Path) -> None:
+    # Given an agent whose umask takes away the owner's write bit
+    ctx = make_context(tmp_path)
+    previous = os.umask(0o277)
+    try:
+        PrepareDirs().run(ctx)
+    finally:
+        os.umask(previous)
+    modes = {path: stat.S_IMODE(path.stat().st_mode) for path in (ctx.dirs.task_dir, ctx.dirs.wd, ctx.dirs.stdout)}
+    assert modes == {ctx.dirs.task_dir: 0o700, ctx.dirs.wd: 0o700, ctx.dirs.stdout: 0o600}
+    # And an attempt that opened its working directory to everyone
+    ctx.dirs.wd.chmod(0o777)
+    # When the next attempt's directories are prepared, it is private again
+    PrepareDirs().run(ctx)
+    assert stat.S_IMODE(ctx.dirs.wd.stat().st_mode) == 0o700
+
+
 def root_context(node_root: Path, prefix: str, **fields: Any) -> TaskContext:
     """A context whose identities are real accounts prefixed `prefix`, under a root every user can reach."""
     deps = RunDeps(
