@@ -5,7 +5,13 @@
 that runs `/bin/true` with subprocess and pushes its (sent, started, ended) times to
 a Redis list; all tasks sent over one producer. Total = first send to last end.
 
-(b) Batchyard: a fresh `batchyard up` (2 agents x 4 slots), the tasks added with
+(b) Raw Celery doing, in the same task, what a node agent does around every command
+(`isolation.py`: a task directory owned by the user nobody, the command started as nobody
+in a session of its own inside fresh v1 cgroups, its usage read, the cgroups removed), the
+same workers and Redis otherwise. It tells how much of the gap between (a) and (c) is the
+isolation every Batchyard task gets, and how much is the service around it.
+
+(c) Batchyard: a fresh `batchyard up` (2 agents x 4 slots), the tasks added with
 addtaskcollection (100 per call). Total = first add to the last task's endTime;
 latency = each task's creationTime to its executionInfo.endTime. Completion is
 watched through the job's counters in the stack's Redis (listing 10,000 tasks
@@ -24,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import isolation
 import rawcelery
 from common import (
     add_all,
@@ -50,12 +57,15 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def raw_celery(scratch: Path, total: int, workers: int, concurrency: int) -> dict[str, Any]:
-    """The baseline: private Redis, `workers` Celery processes, `total` tasks."""
+def raw_celery(
+    scratch: Path, total: int, workers: int, concurrency: int, task_root: Path | None = None
+) -> dict[str, Any]:
+    """A baseline: private Redis, `workers` Celery processes, `total` tasks; isolated ones under `task_root`."""
+    isolated = task_root is not None
     with redis_server(scratch) as url:
-        children = rawcelery.start_workers(url, workers, concurrency, scratch)
+        children = rawcelery.start_workers(url, workers, concurrency, scratch, task_root)
         try:
-            times = rawcelery.send_and_wait(url, total)
+            times = rawcelery.send_and_wait(url, total, isolated=isolated)
         finally:
             rawcelery.stop_workers(children)
     first_sent = min(sent for sent, _, _ in times)
@@ -67,6 +77,7 @@ def raw_celery(scratch: Path, total: int, workers: int, concurrency: int) -> dic
         **latency_summary([ended - sent for sent, _, ended in times]),
         "workers": workers,
         "concurrency_per_worker": concurrency,
+        **({"cgroups": isolation.cgroups_usable(), "task_user": isolation.TASK_USER} if isolated else {}),
     }
 
 
@@ -98,20 +109,29 @@ def measure_stack(client: BatchClient, redis_port: int, total: int) -> tuple[flo
 
 
 def main() -> int:
-    """Run both and print the JSON."""
+    """Run the three and print the JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--agents", type=int, default=2, help="Celery workers and Batchyard agents")
     parser.add_argument("--slots", type=int, default=4, help="worker concurrency and agent task slots")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as scratch:
+    # The isolated tasks' directories are deleted last: deleting many files just before a run slows its
+    # file creation on some file systems (see README.md).
+    with tempfile.TemporaryDirectory(prefix="batchyard-bench-") as scratch, isolation.task_root() as task_root:
         raw = raw_celery(Path(scratch) / "raw", args.tasks, args.agents, args.slots)
+        isolated = None
+        if task_root is not None:
+            isolated = raw_celery(Path(scratch) / "isolated", args.tasks, args.agents, args.slots, task_root)
         ours = batchyard(Path(scratch) / "stack", args.tasks, args.agents, args.slots)
     ratio = ours["tasks_per_second"] / raw["tasks_per_second"]
     result = {
         "raw_celery": raw,
+        "raw_celery_isolated": isolated or "not run: giving task directories to the user nobody needs root",
         "batchyard": ours,
         "throughput_ratio_batchyard_over_raw": round(ratio, 3),
+        "throughput_ratio_batchyard_over_isolated": (
+            round(ours["tasks_per_second"] / isolated["tasks_per_second"], 3) if isolated else None
+        ),
         "target_ratio": 1.0,
         "target_met": ratio >= 1.0,
         "cpus": os.cpu_count(),

@@ -1,8 +1,10 @@
-"""The raw Celery baseline the benchmarks compare Batchyard with: one task that runs `/bin/true`.
+"""The raw Celery baselines the benchmarks compare Batchyard with: tasks that run `/bin/true`.
 
-Worker processes load this module with `celery -A rawcelery worker` (the broker URL
-comes from the environment); the benchmark itself sends with `make_app(url)`. Each
-task records (sent, started, ended) wall-clock times in a Redis list on the broker's
+`bench.run_true` only runs it; `bench.run_true_isolated` first does what a node agent does
+around every command (`isolation.run_isolated`: task directory, task user, cgroups). Worker
+processes load this module with `celery -A rawcelery worker` (the broker URL and the isolated
+tasks' directory come from the environment); the benchmark itself sends with `make_app(url)`.
+Each task records (sent, started, ended) wall-clock times in a Redis list on the broker's
 Redis, which is also how the sender learns that every task has finished.
 """
 
@@ -19,11 +21,16 @@ from pathlib import Path
 import redis
 from celery import Celery
 from common import stop_process
+from isolation import run_isolated
 
 BROKER_ENV = "BATCHYARD_BENCH_BROKER_URL"
 """Environment variable carrying the broker URL to the worker processes."""
 
+ROOT_ENV = "BATCHYARD_BENCH_TASK_ROOT"
+"""Environment variable carrying the isolated tasks' directory to the worker processes."""
+
 TASK_NAME = "bench.run_true"
+ISOLATED_TASK_NAME = "bench.run_true_isolated"
 QUEUE = "bench.raw"
 DONE_KEY = "bench:raw:done"
 """List of JSON [sent, started, ended] triples, one per finished task."""
@@ -67,9 +74,21 @@ def run_true(sent: float) -> None:
     _redis().rpush(DONE_KEY, json.dumps([sent, started, ended]))
 
 
-def start_workers(broker_url: str, count: int, concurrency: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+@app.task(name=ISOLATED_TASK_NAME)
+def run_true_isolated(sent: float, index: int) -> None:
+    """Run `/bin/true` as a node agent would, and record when the task was sent, started and ended."""
+    started = time.time()
+    if run_isolated(Path(os.environ[ROOT_ENV]), index) != 0:
+        raise RuntimeError("/bin/true failed")
+    ended = time.time()
+    _redis().rpush(DONE_KEY, json.dumps([sent, started, ended]))
+
+
+def start_workers(
+    broker_url: str, count: int, concurrency: int, log_dir: Path, task_root: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
     """Start `count` thread-pool workers of this app and wait until all of them answer a ping."""
-    env = {**os.environ, BROKER_ENV: broker_url}
+    env = {**os.environ, BROKER_ENV: broker_url, ROOT_ENV: str(task_root or "")}
     workers = []
     for index in range(count):
         argv = [sys.executable, "-m", "celery", "-A", "rawcelery", "worker", "--pool", "threads",
@@ -93,14 +112,19 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
         stop_process(worker)
 
 
-def send_and_wait(broker_url: str, total: int, timeout: float = 600) -> list[tuple[float, float, float]]:
+def send_and_wait(
+    broker_url: str, total: int, timeout: float = 600, *, isolated: bool = False
+) -> list[tuple[float, float, float]]:
     """Send `total` tasks over one producer, wait until all have recorded their times, and return them."""
     client = redis.Redis.from_url(broker_url)
     client.delete(DONE_KEY)
     sender = make_app(broker_url)
     with sender.producer_or_acquire() as producer:
-        for _ in range(total):
-            sender.send_task(TASK_NAME, args=[time.time()], queue=QUEUE, producer=producer)
+        for index in range(total):
+            if isolated:
+                sender.send_task(ISOLATED_TASK_NAME, args=[time.time(), index], queue=QUEUE, producer=producer)
+            else:
+                sender.send_task(TASK_NAME, args=[time.time()], queue=QUEUE, producer=producer)
     deadline = time.monotonic() + timeout
     while int(client.llen(DONE_KEY)) < total:
         if time.monotonic() > deadline:
