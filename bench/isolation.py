@@ -12,6 +12,7 @@ time. Without cgroup v1 (cpuacct, memory, blkio and pids), the cgroup part is le
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import shutil
@@ -39,6 +40,7 @@ USAGE_FILES = (
 )
 
 
+@functools.cache
 def cgroups_usable() -> bool:
     """True when every hierarchy is mounted as cgroup v1 and this process may make cgroups in it."""
     return all((CGROUP_ROOT / name / "tasks").is_file() for name in HIERARCHIES) and os.geteuid() == 0
@@ -69,7 +71,7 @@ def task_root() -> Iterator[Path | None]:
 
 def run_isolated(root: Path, index: int) -> int:
     """Run `/bin/true` for task `index` the way an agent runs a task; its exit code."""
-    user = pwd.getpwnam(TASK_USER)
+    user = _task_user()
     task_dir = root / f"t{index:06d}"
     wd = task_dir / "wd"
     for directory in (task_dir, wd):
@@ -96,6 +98,12 @@ def run_isolated(root: Path, index: int) -> int:
                 group.rmdir()
 
 
+@functools.cache
+def _task_user() -> pwd.struct_passwd:
+    """The task user's account, looked up once, as the agent reuses a resolved identity."""
+    return pwd.getpwnam(TASK_USER)
+
+
 def _log_file(path: Path, user: pwd.struct_passwd) -> int:
     """A new, empty log file owned by the task user; its descriptor."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -106,19 +114,20 @@ def _log_file(path: Path, user: pwd.struct_passwd) -> int:
 @contextmanager
 def _inside(groups: list[Path]) -> Iterator[None]:
     """Move the calling thread into `groups` and back again afterwards."""
-    thread = str(threading.get_native_id())
-    homes = _thread_cgroups() if groups else []
+    thread = threading.get_native_id()
+    homes = _thread_cgroups(thread) if groups else []
     for group in groups:
-        (group / "tasks").write_text(thread)
+        (group / "tasks").write_text(str(thread))
     try:
         yield
     finally:
         for home in homes:
-            (home / "tasks").write_text(thread)
+            (home / "tasks").write_text(str(thread))
 
 
-def _thread_cgroups() -> list[Path]:
-    """The calling thread's cgroup in each hierarchy."""
+@functools.cache
+def _thread_cgroups(thread: int) -> list[Path]:
+    """The cgroup in each hierarchy of the calling thread (`thread`, its id), read once per thread."""
     where = {}
     for line in Path("/proc/thread-self/cgroup").read_text().splitlines():
         _, names, path = line.split(":", 2)
