@@ -72,6 +72,29 @@ def test_a_failed_parent_blocks_its_dependents_unless_its_exit_condition_satisfi
     assert _never_started(client, "blocking", "blocked")
 
 
+def test_a_reactivated_parent_that_succeeds_releases_the_dependents_it_blocked(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "second-chance", uses_task_dependencies=True)
+    # Given a parent that fails its first run (it leaves a mark in the node's shared directory) and succeeds later
+    mark = "$AZ_BATCH_NODE_SHARED_DIR/second-chance-ran"
+    parent = _task("7", f"/bin/sh -c 'test -e {mark} && exit 0; touch {mark}; exit 2'")
+    by_id = _task("by-id", "/bin/true", depends_on=models.BatchTaskDependencies(task_ids=["7"]))
+    by_range = models.BatchTaskDependencies(task_id_ranges=[models.BatchTaskIdRange(start=7, end=7)])
+    client.create_task_collection("second-chance", models.BatchTaskGroup(task_values=[parent, by_id]))
+    assert completed(client, "second-chance", "7").execution_info.exit_code == 2
+    assert _never_started(client, "second-chance", "by-id", 1.0)
+    # When it is reactivated, and a dependent is added while it runs again
+    client.reactivate_task("second-chance", "7")
+    client.create_task("second-chance", _task("by-range", "/bin/true", depends_on=by_range))
+    # Then its success releases both dependents, each of which starts after it ended
+    parent_end = completed(client, "second-chance", "7").execution_info
+    assert parent_end.exit_code == 0
+    for task_id in ("by-id", "by-range"):
+        execution = completed(client, "second-chance", task_id).execution_info
+        assert execution.exit_code == 0
+        assert execution.start_time >= parent_end.end_time
+
+
 def test_dependencies_need_a_job_that_uses_them_and_a_bounded_list(shared_stack: LocalStack) -> None:
     client = batch_client(shared_stack)
     _job(client, "plain")

@@ -290,12 +290,39 @@ async def test_a_blocking_parent_keeps_its_dependents_out_of_the_queue(store: Tr
     parent = await _add(store, "p1")
     child = await _add(store, "c1", deps="p1")
     assert not (await _complete(store, parent, "block")).queued
-    assert await store.redis.hget(child, "blocked") == "1"
+    assert await store.redis.hget(store.keys.job_dependency_states("job"), "p1") == "blocked"
     assert await _queued(store) == []
-    # A dependent added after the parent blocked is blocked too, and never queued
+    # A dependent added after the parent blocked waits as well, and is not queued
     later = await _add(store, "c2", deps="p1")
-    assert await store.redis.hget(later, "blocked") == "1"
+    assert await store.redis.hget(later, "waiting") == "1"
     assert await _queued(store) == []
+    assert await store.redis.hget(child, "state") == "active"
+
+
+async def _fail(store: Transitions, task_key: str) -> None:
+    attempt_id = await _running(store, task_key)
+    failed = AttemptFinish("job", "n1", "completed", "failure", NOW, "0x9", {"state": "completed"}, "block")
+    (result,) = await store.finish_all([(attempt_id, failed)])
+    assert result.ok
+
+
+async def test_a_reactivated_blocking_parent_that_succeeds_releases_its_dependents(store: Transitions) -> None:
+    await _job_with_tasks(store, 0)
+    await _node(store, slots=2)
+    # Given a parent with an integer id that failed and blocked a dependent by id and one by range
+    parent = await _add(store, "1", number="1")
+    by_id = await _add(store, "c1", deps="1")
+    by_range = await _add(store, "c2", deps="#1")
+    await _fail(store, parent)
+    assert await _queued(store) == []
+    # When the parent is reactivated, a dependent added meanwhile waits for it too
+    assert await store.reactivate("job", "p", "1", NOW, "0xa") == ["ok"]
+    assert await _queued(store) == [parent]
+    added = await _add(store, "c3", deps="1")
+    assert await _queued(store) == [parent]
+    # And when it succeeds this time, all three join the queue
+    assert (await _complete(store, parent, "satisfy")).queued
+    assert await _queued(store) == [by_id, by_range, added]
 
 
 async def test_a_retry_puts_the_task_back_in_the_queue_and_says_so(store: Transitions) -> None:

@@ -4,8 +4,8 @@
 -- ARGV: 1 expected pool key, 2 job order score, 3 lifetime deadline (ms),
 --       then triples (task hash key, index member, JSON object of fields).
 -- A task's `_deps` field (comma-separated dependency names) is not stored: each name not yet satisfied
--- makes the task wait (`waiting` counts them, and the task joins that name's dependents set); a blocked
--- one marks it `blocked`. Only a task that waits for nothing joins the queue.
+-- (not completed yet, or blocked by a parent that failed) makes the task wait (`waiting` counts them,
+-- and the task joins that name's dependents set). Only a task that waits for nothing joins the queue.
 -- Returns {"nojob"} | {"state", job state} | {"retry"} | {"ok", result per task: "" added or the existing id}.
 local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
@@ -24,21 +24,17 @@ for i = 4, #ARGV, 3 do
     local seq = redis.call('INCR', KEYS[5])
     local flat = {'seq', seq}
     for name, value in pairs(fields) do flat[#flat + 1] = name; flat[#flat + 1] = value end
-    local waiting, blocked = 0, false
+    local waiting = 0
     for name in string.gmatch(deps, '[^,]+') do
-      local dstate = redis.call('HGET', KEYS[7], name)
-      if dstate == 'blocked' then
-        blocked = true
-      elseif dstate ~= 'satisfied' then
+      if redis.call('HGET', KEYS[7], name) ~= 'satisfied' then
         redis.call('SADD', KEYS[8] .. name, member)
         waiting = waiting + 1
       end
     end
     flat[#flat + 1] = 'waiting'; flat[#flat + 1] = waiting
-    if blocked then flat[#flat + 1] = 'blocked'; flat[#flat + 1] = '1' end
     redis.call('HSET', task_key, unpack(flat))
     redis.call('ZADD', KEYS[2], 0, member)
-    if waiting == 0 and not blocked then redis.call('ZADD', KEYS[3], seq, task_key) end
+    if waiting == 0 then redis.call('ZADD', KEYS[3], seq, task_key) end
     redis.call('ZADD', KEYS[6], ARGV[3], task_key)
     results[#results + 1] = ''
     added = added + 1

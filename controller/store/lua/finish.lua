@@ -6,25 +6,29 @@
 --       5 job etag, 6 dependency action of a completed task ("satisfy" | "block"),
 --       then task field/value pairs (an empty value deletes the field).
 -- A completed task settles its dependency names (its key and, for an integer id, `#n`): with "satisfy"
--- each waiting dependent counts one wait less and joins the queue at zero; with "block" they are blocked.
+-- each waiting dependent counts one wait less and joins the queue at zero; with "block" the name is
+-- marked blocked and its dependents keep waiting for it, so that a reactivated parent that later
+-- succeeds still releases them.
 -- Returns {"ok", "job-completed" | "job-terminating" | "", queued} or {"refused", reason}, where queued
 -- is "1" when a task joined a queue (the retry, or a dependent released), else "0".
 local attempt = KEYS[1]
 
-local function settle(name, action, queue, job)
+local function settle(name, action, queue)
+  if action ~= 'satisfy' then
+    redis.call('HSET', KEYS[3], name, 'blocked')
+    return 0
+  end
   local queued = 0
-  redis.call('HSET', KEYS[3], name, action == 'satisfy' and 'satisfied' or 'blocked')
+  redis.call('HSET', KEYS[3], name, 'satisfied')
   local dependents = KEYS[4] .. name
   for _, member in ipairs(redis.call('SMEMBERS', dependents)) do
     local child = KEYS[5] .. member
     if redis.call('EXISTS', child) == 0 then
       -- the dependent was deleted meanwhile
-    elseif action ~= 'satisfy' then
-      redis.call('HSET', child, 'blocked', '1')
     elseif redis.call('HINCRBY', child, 'waiting', -1) <= 0 then
-      local c = redis.call('HMGET', child, 'blocked', 'state', 'seq')
-      if c[1] ~= '1' and c[2] == 'active' then
-        redis.call('ZADD', queue, c[3], child)
+      local c = redis.call('HMGET', child, 'state', 'seq')
+      if c[1] == 'active' then
+        redis.call('ZADD', queue, c[2], child)
         queued = queued + 1
       end
     end
@@ -80,8 +84,8 @@ if ARGV[2] == 'retry' then
   return {'ok', '', '1'}
 end
 redis.call('HINCRBY', job, 'n_completed', 1)
-local released = settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue, job)
-if t[6] then released = released + settle('#' .. t[6], ARGV[6], queue, job) end
+local released = settle(string.sub(task, #KEYS[5] + 1), ARGV[6], queue)
+if t[6] then released = released + settle('#' .. t[6], ARGV[6], queue) end
 local queued = released > 0 and '1' or '0'
 if released > 0 then requeue_job() end
 if ARGV[3] == 'success' then

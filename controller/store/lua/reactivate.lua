@@ -1,6 +1,7 @@
 -- Reactivate a failed task: back to active with retryCount 0 and its last outcome cleared; it joins the
--- queue unless it still waits for a dependency (or one blocked it).
--- KEYS: 1 task, 2 job, 3 job queue, 4 pool job set. ARGV: 1 now (ISO), 2 etag.
+-- queue unless it still waits for a dependency. The dependency names it blocked are open again: their
+-- dependents, and tasks added from now on, wait for its next completion.
+-- KEYS: 1 task, 2 job, 3 job queue, 4 pool job set, 5 job dependency states. ARGV: 1 now (ISO), 2 etag.
 -- Returns {"ok"} | {"missing"} | {"job", job state} | {"state", task state} | {"succeeded"}.
 local task, job = KEYS[1], KEYS[2]
 local state = redis.call('HGET', task, 'state')
@@ -16,8 +17,11 @@ redis.call('HSET', task, 'pstate', state, 'pstt', redis.call('HGET', task, 'stt'
 redis.call('HINCRBY', job, 'n_completed', -1)
 redis.call('HINCRBY', job, 'n_failed', -1)
 redis.call('HINCRBY', job, 'n_active', 1)
-local waiting = tonumber(redis.call('HGET', task, 'waiting') or '0') > 0
-if waiting or redis.call('HGET', task, 'blocked') == '1' then return {'ok'} end
+local own = redis.call('HMGET', task, 'key', 'num')
+for _, name in ipairs({own[1], own[2] and ('#' .. own[2]) or nil}) do
+  if redis.call('HGET', KEYS[5], name) == 'blocked' then redis.call('HDEL', KEYS[5], name) end
+end
+if tonumber(redis.call('HGET', task, 'waiting') or '0') > 0 then return {'ok'} end
 redis.call('ZADD', KEYS[3], redis.call('HGET', task, 'seq'), task)
 if jstate == 'active' then
   redis.call('ZADD', KEYS[4], 'NX', redis.call('HGET', job, 'order'), redis.call('HGET', job, 'key'))
