@@ -147,7 +147,9 @@ def build_context(settings: ControllerSettings) -> Context:
         wire=wire,
         keys=keys,
         transitions=Transitions(wire, keys),
-        dispatcher=Dispatcher(make_celery(settings.broker, settings.broker_key_prefix)),
+        dispatcher=Dispatcher(
+            make_celery(settings.broker, settings.broker_key_prefix, settings.redis_reply_timeout_seconds)
+        ),
         http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)),
         storage=AutoStorage(
             settings.auto_storage_connection_string,

@@ -8,20 +8,32 @@ from typing import Any
 
 from celery import Celery
 
+from controller.store.redis import CONNECT_TIMEOUT_SECONDS, REPLY_TIMEOUT_SECONDS
 from nodeagent.messages import RUN_ATTEMPT_TASK, Dispatch, Offer, node_queue
 
 log = logging.getLogger(__name__)
 
 
-def make_celery(broker_url: str, key_prefix: str) -> Celery:
-    """A send-only Celery app configured like the agents' (JSON only, shared key prefix)."""
+def make_celery(broker_url: str, key_prefix: str, reply_timeout: float = REPLY_TIMEOUT_SECONDS) -> Celery:
+    """A send-only Celery app configured like the agents' (JSON only, shared key prefix).
+
+    A publish that gets no reply within `reply_timeout` fails and its connection is replaced, so a
+    stopped or unreachable broker delays the scheduler by a few timeouts instead of blocking it.
+    """
     app = Celery("batchyard-controller", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"global_keyprefix": key_prefix, "visibility_timeout": 600},
+        broker_connection_timeout=CONNECT_TIMEOUT_SECONDS,
+        broker_transport_options={
+            "global_keyprefix": key_prefix,
+            "visibility_timeout": 600,
+            "socket_timeout": reply_timeout,
+            "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "socket_keepalive": True,
+        },
     )
     return app
 

@@ -26,7 +26,8 @@ class ControllerSettings(BaseSettings):
     """The state store."""
     redis_reply_timeout_seconds: float = Field(default=REPLY_TIMEOUT_SECONDS, gt=0)
     """A call to the state store that gets no reply for this long fails (503 ServerBusy) and its connection is
-    replaced: a stopped or unreachable Redis makes API calls answer instead of hang."""
+    replaced: a stopped or unreachable Redis makes API calls answer instead of hang. Publishing offers to the
+    broker gives up after as long (the reconciler offers them again)."""
     broker_url: str = ""
     """Celery broker the agents consume; default: the state store's Redis."""
     broker_key_prefix: str = "batchyard:"
