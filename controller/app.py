@@ -70,6 +70,7 @@ ROUTES = [
     Route(JOB + "/addtaskcollection", tasks.add_task_collection, methods=["POST"]),
     Route(TASK, tasks.get_task, methods=["GET"]),
     Route(TASK, tasks.delete_task, methods=["DELETE"]),
+    Route(TASK, tasks.replace_task, methods=["PUT"]),
     Route(TASK + "/terminate", tasks.terminate_task, methods=["POST"]),
     Route(TASK + "/reactivate", tasks.reactivate_task, methods=["POST"]),
     Route(TASK + "/subtasksinfo", tasks.list_subtasks, methods=["GET"]),

@@ -9,11 +9,11 @@ from starlette.responses import Response
 
 from controller import render
 from controller.api.common import context, in_background, list_options, param, query
-from controller.api.responses import created, entity, json_response, listing
+from controller.api.responses import created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_json, parse_model
 from controller.context import Context
 from controller.errors import BadRequest
-from controller.schemas.tasks import TaskCreate
+from controller.schemas.tasks import TaskCreate, TaskReplace
 from controller.services import files, tasks
 from controller.services.tasks import AddResult
 
@@ -93,6 +93,16 @@ async def delete_task(request: Request) -> Response:
     task = await tasks.delete_task(ctx, param(request, "job_id"), param(request, "task_id"))
     in_background(request, files.delete_task_files(ctx, task))
     return Response(status_code=200)
+
+
+async def replace_task(request: Request) -> Response:
+    """PUT /jobs/{jobId}/tasks/{taskId}: new constraints."""
+    ctx = context(request)
+    body = parse_model(await request.body(), TaskReplace)
+    record = await tasks.replace_task(ctx, param(request, "job_id"), param(request, "task_id"), body)
+    return Response(
+        status_code=200, headers=entity_headers(record, render.task_url(ctx.endpoint, record["job"], record["id"]))
+    )
 
 
 async def reactivate_task(request: Request) -> Response:

@@ -119,3 +119,9 @@ class TaskCollection(BatchModel):
     """Body of POST /jobs/{jobId}/addtaskcollection (items validated one by one)."""
 
     value: list[dict[str, Any]]
+
+
+class TaskReplace(BatchModel):
+    """Body of PUT /jobs/{jobId}/tasks/{taskId}: the task's constraints, its only updatable property."""
+
+    constraints: TaskConstraints | None = None

@@ -22,7 +22,7 @@ from controller.domain.lifecycle import task_ended_failure
 from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, invalid_property
 from controller.render import Record
 from controller.schemas.jobs import JobManagerTask
-from controller.schemas.tasks import TaskCreate
+from controller.schemas.tasks import TaskCreate, TaskReplace
 from controller.services.applications import catalogue, resolve
 from controller.services.jobs import complete_if_all_done, delete_job, get_job, job_not_found
 from controller.services.records import Page, load, load_or_404, new_record, page
@@ -338,6 +338,34 @@ async def _once_stopped(ctx: Context, task: Record, failure: str, act: Callable[
         if status != "busy":
             return status
     raise Conflict("The task is being placed on a node; retry the request")
+
+
+UNFINISHED_STATES = "active,preparing,running"
+"""States in which a task's constraints may still change."""
+
+
+async def replace_task(ctx: Context, job_id: str, task_id: str, body: TaskReplace) -> Record:
+    """Replace a task's constraints (PUT); omitted ones take their defaults (retries: the job's).
+
+    The retry limit applies at once, to the running attempt's end too; the wall clock and the
+    retention time apply from the task's next attempt.
+    """
+    task = await get_task(ctx, job_id, task_id)
+    job = await get_job(ctx, task["job"])
+    spec = json.loads(task["spec"])
+    constraints = body.constraints.wire() if body.constraints is not None else {}
+    spec.pop("constraints", None)
+    if constraints:
+        spec["constraints"] = constraints
+    retries = constraints.get("maxTaskRetryCount", job.get("max_retries", "0"))
+    fields = {"spec": json.dumps(spec), "max_retries": str(retries), "modified": iso(now()), "etag": new_etag()}
+    task_key = ctx.keys.task(job["key"], task["key"])
+    result = await ctx.transitions.update_if(task_key, "state", UNFINISHED_STATES, fields)
+    if result[0] == "missing":
+        raise task_not_found(task_id)
+    if result[0] == "state":
+        raise Conflict("The task has completed; its constraints can no longer change", code="TaskCompleted")
+    return await get_task(ctx, job_id, task_id)
 
 
 async def reactivate_task(ctx: Context, job_id: str, task_id: str) -> None:

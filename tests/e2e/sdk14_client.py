@@ -40,6 +40,13 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
         duplicate = "accepted"
     except m.BatchErrorException as error:
         duplicate = error.error.code
+    client.task.add("sdk14-job", m.TaskAddParameter(id="tuned", command_line="/bin/sleep 30"))
+    client.task.update("sdk14-job", "tuned", constraints=m.TaskConstraints(max_task_retry_count=4))
+    try:
+        client.task.update("sdk14-job", "writer", constraints=m.TaskConstraints(max_task_retry_count=4))
+        completed_update = "accepted"
+    except m.BatchErrorException as error:
+        completed_update = error.error.code
     client.job.terminate("sdk14-job")
     print(
         json.dumps(
@@ -51,6 +58,8 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
                 "collection": sorted(item.status.value for item in collection.value),
                 "listed": sorted(t.id for t in client.task.list("sdk14-job")),
                 "duplicate": duplicate,
+                "tuned_retries": client.task.get("sdk14-job", "tuned").constraints.max_task_retry_count,
+                "completed_update": completed_update,
                 "job_state": client.job.get("sdk14-job").state.value,
             }
         )

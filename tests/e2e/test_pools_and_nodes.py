@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from azure.batch import BatchClient, models
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -140,6 +142,33 @@ def test_terminate_and_reactivate_a_task(shared_stack: LocalStack) -> None:
     with pytest.raises(HttpResponseError) as running:
         client.reactivate_task("lifecycle", "sleeper-never")
     assert running.value.status_code == 404
+
+
+def test_new_constraints_on_a_running_task_raise_its_retry_limit_and_show_in_its_spec(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    client.create_job(models.BatchJobCreateOptions(id="retuned", pool_info=models.BatchPoolInfo(pool_id="local")))
+    # Given a running task that would not be retried
+    limits = models.BatchTaskConstraints(max_task_retry_count=0, retention_time="PT1H")
+    command = "/bin/sh -c 'sleep 2; exit 3'"
+    client.create_task("retuned", models.BatchTaskCreateOptions(id="flaky", command_line=command, constraints=limits))
+    _running_on(client, "retuned", "flaky")
+    # When its constraints are replaced (the retention time omitted) while it runs
+    raised = models.BatchTaskConstraints(max_task_retry_count=2, max_wall_clock_time="PT10M")
+    client.replace_task("retuned", "flaky", models.BatchTask(constraints=raised))
+    constraints = _task(client, "retuned", "flaky").constraints
+    assert (constraints.max_task_retry_count, constraints.max_wall_clock_time) == (2, timedelta(minutes=10))
+    assert constraints.retention_time == timedelta(days=7)
+    # Then its failure is retried up to the new limit
+    until("the last retry to end", lambda: _task(client, "retuned", "flaky").state == "completed", timeout=60)
+    info = _task(client, "retuned", "flaky").execution_info
+    assert (info.retry_count, info.exit_code) == (2, 3)
+    # And a completed task's constraints no longer change; an unknown task is not found
+    with pytest.raises(HttpResponseError) as completed_task:
+        client.replace_task("retuned", "flaky", models.BatchTask(constraints=raised))
+    assert (completed_task.value.status_code, completed_task.value.error.code) == (409, "TaskCompleted")
+    with pytest.raises(ResourceNotFoundError) as unknown:
+        client.replace_task("retuned", "nobody", models.BatchTask(constraints=raised))
+    assert unknown.value.error.code == "TaskNotFound"
 
 
 def test_max_parallel_tasks_never_runs_two_at_once(shared_stack: LocalStack) -> None:

@@ -43,7 +43,8 @@ def test_sdk14_runs_a_task_and_uploads_its_output(shared_stack: LocalStack, sdk1
     assert (seen["state"], seen["exit_code"], seen["result"]) == ("completed", 0, "success")
     assert seen["stdout"] == "hello from sdk14\n"
     assert seen["collection"] == ["success"] * 3
-    assert seen["listed"] == ["c0", "c1", "c2", "writer"]
+    assert seen["listed"] == ["c0", "c1", "c2", "tuned", "writer"]
     assert seen["duplicate"] == "JobExists"
+    assert (seen["tuned_retries"], seen["completed_update"]) == (4, "TaskCompleted")
     assert seen["job_state"] == "completed"
     assert read_blob(shared_stack.connection_string, container, "sdk14/result.txt") == b"fourteen\n"
