@@ -60,6 +60,7 @@ ROUTES = [
     Route(JOB, jobs.get_job, methods=["GET"]),
     Route(JOB, jobs.delete_job, methods=["DELETE"]),
     Route(JOB, jobs.update_job, methods=["PATCH"]),
+    Route(JOB, jobs.replace_job, methods=["PUT"]),
     Route(JOB + "/terminate", jobs.terminate_job, methods=["POST"]),
     Route(JOB + "/disable", jobs.disable_job, methods=["POST"]),
     Route(JOB + "/enable", jobs.enable_job, methods=["POST"]),

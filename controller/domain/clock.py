@@ -63,6 +63,20 @@ def parse_duration(text: str) -> timedelta | None:
         return timedelta.max
 
 
+def deadline_ms(start: datetime, limit: str | None) -> float | None:
+    """Epoch milliseconds of `start` plus the ISO-8601 duration `limit`; None without a limit or past year 9999.
+
+    The service shows an unlimited duration as .NET's largest TimeSpan, which clients send back as is.
+    """
+    duration = parse_duration(limit) if limit else None
+    if duration is None:
+        return None
+    try:
+        return (start + duration).timestamp() * 1000
+    except OverflowError:
+        return None
+
+
 def format_duration(delta: timedelta) -> str:
     """An ISO-8601 duration such as `PT1H30M` or `P7D`."""
     if delta >= timedelta(days=10675199):

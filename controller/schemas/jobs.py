@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from controller.domain.clock import parse_duration
+from controller.domain.ids import key_of
 from controller.schemas.common import (
     AllTasksComplete,
     ApplicationPackageReference,
@@ -188,6 +189,39 @@ class JobUpdate(BatchModel):
     def _limits(self) -> JobUpdate:
         check_scheduling_limits(self.priority, self.max_parallel_tasks)
         return self
+
+
+class JobReplace(BatchModel):
+    """Body of PUT /jobs/{jobId}: every updatable property; omitted ones take their defaults."""
+
+    priority: int = 0
+    allow_task_preemption: bool = False
+    max_parallel_tasks: int = -1
+    constraints: JobConstraints = Field(default_factory=JobConstraints)
+    pool_info: PoolInfo
+    on_all_tasks_complete: AllTasksComplete = "noaction"
+    metadata: list[NameValue] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _limits(self) -> JobReplace:
+        check_scheduling_limits(self.priority, self.max_parallel_tasks)
+        return self
+
+    def as_update(self, current_pool_id: str) -> JobUpdate:
+        """The patch that sets every property; the pool only when it is another one."""
+        same_pool = self.pool_info.pool_id is not None and key_of(self.pool_info.pool_id) == key_of(current_pool_id)
+        return JobUpdate(
+            priority=self.priority,
+            allow_task_preemption=self.allow_task_preemption,
+            max_parallel_tasks=self.max_parallel_tasks,
+            constraints=JobConstraints(
+                max_wall_clock_time=self.constraints.max_wall_clock_time,
+                max_task_retry_count=self.constraints.max_task_retry_count or 0,
+            ),
+            pool_info=None if same_pool else self.pool_info,
+            on_all_tasks_complete=self.on_all_tasks_complete,
+            metadata=self.metadata,
+        )
 
 
 class Schedule(BatchModel):

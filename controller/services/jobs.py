@@ -7,18 +7,17 @@ import contextlib
 import json
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 from controller import render
 from controller.api.odata import ListOptions
 from controller.context import Context
-from controller.domain.clock import iso, new_etag, now, parse_duration, parse_iso
+from controller.domain.clock import deadline_ms, iso, new_etag, now, parse_iso
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
 from controller.errors import Conflict, NotFound, invalid_property
 from controller.render import Record
-from controller.schemas.jobs import JobCreate, JobUpdate
+from controller.schemas.jobs import JobCreate, JobReplace, JobUpdate
 from controller.services.attempts import stop_attempts
 from controller.services.autopools import auto_pool_id, create_for_job
 from controller.services.records import Page, load_or_404, new_record, page
@@ -80,9 +79,8 @@ async def create_job(ctx: Context, body: JobCreate, marks: dict[str, str] | None
         raise Conflict(f"The specified job already exists: {existing}", code="JobExists")
     if auto is not None:
         await create_for_job(ctx, fields, auto)
-    limit = parse_duration(body.constraints.max_wall_clock_time or "") if body.constraints else None
-    if limit is not None:
-        deadline = (parse_iso(stamp) + limit).timestamp() * 1000
+    deadline = deadline_ms(parse_iso(stamp), body.constraints.max_wall_clock_time if body.constraints else None)
+    if deadline is not None:
         await ctx.redis.zadd(ctx.keys.job_deadlines(), {job_key: deadline})
     return fields
 
@@ -176,7 +174,10 @@ async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
     _check_update(record, patch)
     if patch.pool_info is not None and await ctx.redis.scard(ctx.keys.job_attempts(record["key"])):
         raise Conflict("The pool of a job can be changed only when none of its tasks runs", code="JobNotDisabled")
-    fields = {**_update_fields(record, patch), "spec": json.dumps({**spec, **changes})}
+    merged = {**spec, **changes}
+    if merged.get("metadata") == []:
+        del merged["metadata"]
+    fields = {**_update_fields(record, patch), "spec": json.dumps(merged)}
     stamp = iso(now())
     fields.update({"modified": stamp, "etag": new_etag()})
     result = await ctx.transitions.update_if(ctx.keys.job(record["key"]), "state", UPDATABLE_STATES, fields)
@@ -215,12 +216,25 @@ async def _after_update(ctx: Context, record: Record, fields: dict[str, str], pa
     """Re-rank the job on its pool, move its deadline, and complete it when it now terminates on no tasks left."""
     if "order" in fields:
         await ctx.redis.zadd(ctx.keys.pool_jobs(record["pool"]), {record["key"]: float(fields["order"])}, xx=True)
-    limit = patch.constraints.max_wall_clock_time if patch.constraints else None
-    if limit:
-        deadline = parse_iso(record["created"]) + (parse_duration(limit) or timedelta())
-        await ctx.redis.zadd(ctx.keys.job_deadlines(), {record["key"]: deadline.timestamp() * 1000})
+    if patch.constraints is not None:
+        await _set_deadline(ctx, record, patch.constraints.max_wall_clock_time)
     await complete_if_all_done(ctx, record["id"])
     await ctx.wake_scheduler()
+
+
+async def _set_deadline(ctx: Context, record: Record, limit: str | None) -> None:
+    """The job's wall clock deadline after new constraints: its creation plus `limit`, or none without one."""
+    deadline = deadline_ms(parse_iso(record["created"]), limit)
+    if deadline is None:
+        await ctx.redis.zrem(ctx.keys.job_deadlines(), record["key"])
+    else:
+        await ctx.redis.zadd(ctx.keys.job_deadlines(), {record["key"]: deadline})
+
+
+async def replace_job(ctx: Context, job_id: str, body: JobReplace) -> Record:
+    """Replace a job's updatable properties (PUT): omitted ones take their defaults."""
+    record = await get_job(ctx, job_id)
+    return await update_job(ctx, job_id, body.as_update(record["pool_id"]))
 
 
 async def complete_if_all_done(ctx: Context, job_id: str) -> None:

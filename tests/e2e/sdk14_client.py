@@ -47,6 +47,7 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
         completed_update = "accepted"
     except m.BatchErrorException as error:
         completed_update = error.error.code
+    client.job.update("sdk14-job", m.JobUpdateParameter(pool_info=m.PoolInformation(pool_id="local"), priority=7))
     client.job.terminate("sdk14-job")
     print(
         json.dumps(
@@ -60,6 +61,7 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
                 "duplicate": duplicate,
                 "tuned_retries": client.task.get("sdk14-job", "tuned").constraints.max_task_retry_count,
                 "completed_update": completed_update,
+                "job_priority": client.job.get("sdk14-job").priority,
                 "job_state": client.job.get("sdk14-job").state.value,
             }
         )

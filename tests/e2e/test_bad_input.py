@@ -56,6 +56,23 @@ def test_missing_required_property(client: BatchClient, body: dict[str, str], na
     _unchanged(client)
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        ("/jobs/BadInputJob", {"priority": 1}, "MissingRequiredProperty"),
+        ("/jobs/BadInputJob", {"poolInfo": {"poolId": "no-such-pool"}, "priority": 5000}, "OutOfRangePriority"),
+        ("/jobs/BadInputJob/tasks/KeepMe", {"constraints": {"maxTaskRetryCount": -2}}, "InvalidPropertyValue"),
+        ("/jobs/BadInputJob/tasks/KeepMe", {"constraints": {"maxWallClockTime": "soon"}}, "InvalidPropertyValue"),
+    ],
+)
+def test_replacements_that_break_the_rules_change_nothing(
+    client: BatchClient, path: str, body: dict[str, Any], code: str
+) -> None:
+    _error(client.request("PUT", path, body), 400, code)
+    _unchanged(client)
+    assert client.get("/jobs/BadInputJob").json()["priority"] == 0
+
+
 @pytest.mark.parametrize("bad_id", ["x" * 65, "with space", "semi;colon", "dot.ted"])
 def test_invalid_ids(client: BatchClient, bad_id: str) -> None:
     error = _error(client.post("/jobs", {"id": bad_id, "poolInfo": {"poolId": "p"}}), 400, "InvalidPropertyValue")

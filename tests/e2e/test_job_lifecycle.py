@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from azure.batch import BatchClient, models
@@ -198,6 +199,39 @@ def test_terminatejob_cannot_go_back_to_noaction(shared_stack: LocalStack) -> No
         client.update_job("one-way", models.BatchJobUpdateOptions(all_tasks_complete_mode="noaction"))
     assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidPropertyValue")
     client.terminate_task("one-way", "slow")
+
+
+def test_replacing_a_job_sets_what_is_given_and_resets_what_is_omitted(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    metadata = [models.BatchMetadataItem(name="team", value="render")]
+    _job(client, "replaced", priority=20, metadata=metadata)
+    # A job read back, changed and sent whole (its unlimited wall clock included) keeps what it carries
+    job = client.get_job("replaced")
+    job.priority = 30
+    client.replace_job("replaced", job)
+    again = client.get_job("replaced")
+    assert (again.priority, [(m.name, m.value) for m in again.metadata or []]) == (30, [("team", "render")])
+    # A replacement that names only the pool resets everything else to its default
+    client.replace_job("replaced", models.BatchJob(pool_info=LOCAL))
+    reset = client.get_job("replaced")
+    assert (reset.priority, reset.metadata, reset.constraints.max_task_retry_count) == (0, None, 0)
+    assert reset.all_tasks_complete_mode == "noaction"
+    # Once it terminates on its own, leaving that out of a replacement is refused
+    client.update_job("replaced", models.BatchJobUpdateOptions(all_tasks_complete_mode="terminatejob"))
+    with pytest.raises(HttpResponseError) as refused:
+        client.replace_job("replaced", models.BatchJob(pool_info=LOCAL))
+    assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidPropertyValue")
+
+
+def test_a_replacement_without_a_wall_clock_lifts_the_jobs_limit(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    _job(client, "unbounded", constraints=models.BatchJobConstraints(max_wall_clock_time=timedelta(seconds=3)))
+    client.create_task("unbounded", _task("long", "/bin/sleep 30"))
+    client.replace_job("unbounded", models.BatchJob(pool_info=LOCAL))
+    until("the task to run", lambda: client.get_task("unbounded", "long").state == "running")
+    time.sleep(5)
+    assert client.get_job("unbounded").state == "active"
+    client.begin_terminate_job("unbounded", {"terminateReason": "done"}, polling_interval=0).result()
 
 
 def test_deleting_a_task_stops_it_and_removes_its_record_and_files(shared_stack: LocalStack) -> None:

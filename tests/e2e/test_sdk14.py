@@ -46,5 +46,5 @@ def test_sdk14_runs_a_task_and_uploads_its_output(shared_stack: LocalStack, sdk1
     assert seen["listed"] == ["c0", "c1", "c2", "tuned", "writer"]
     assert seen["duplicate"] == "JobExists"
     assert (seen["tuned_retries"], seen["completed_update"]) == (4, "TaskCompleted")
-    assert seen["job_state"] == "completed"
+    assert (seen["job_state"], seen["job_priority"]) == ("completed", 7)
     assert read_blob(shared_stack.connection_string, container, "sdk14/result.txt") == b"fourteen\n"

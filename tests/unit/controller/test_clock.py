@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from controller.domain.clock import UNLIMITED_DURATION, format_duration, new_etag, parse_duration
+from controller.domain.clock import UNLIMITED_DURATION, deadline_ms, format_duration, new_etag, parse_duration
 
 
 def test_parse_common_durations() -> None:
@@ -26,3 +26,11 @@ def test_etags_look_like_the_service_and_change() -> None:
     second = new_etag()
     assert first.startswith("0x8D")
     assert int(second, 16) >= int(first, 16)
+
+
+def test_a_deadline_is_start_plus_limit_and_none_when_unlimited() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert deadline_ms(start, "PT1M") == start.timestamp() * 1000 + 60_000
+    # The unlimited value the service shows, sent back as is, and no limit at all, set no deadline
+    assert deadline_ms(start, UNLIMITED_DURATION) is None
+    assert deadline_ms(start, None) is None
