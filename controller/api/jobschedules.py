@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller.api.common import context, in_background, list_options, param
-from controller.api.responses import accepted, created, entity, listing
+from controller.api.responses import accepted, created, entity, entity_headers, listing
 from controller.api.validation import parse_model
-from controller.schemas.jobs import JobScheduleCreate
+from controller.schemas.jobs import JobScheduleCreate, JobScheduleReplace, JobScheduleUpdate
 from controller.services import jobschedules
 
 
@@ -26,6 +26,26 @@ async def get_schedule(request: Request) -> Response:
     record = await jobschedules.get_schedule(ctx, param(request, "schedule_id"))
     body = jobschedules.render_schedule(record, ctx.endpoint)
     return entity(body, record, body["url"], ctx.endpoint, "jobschedules")
+
+
+async def update_schedule(request: Request) -> Response:
+    """PATCH /jobschedules/{jobScheduleId}."""
+    body = parse_model(await request.body(), JobScheduleUpdate)
+    return await _updated(request, body)
+
+
+async def replace_schedule(request: Request) -> Response:
+    """PUT /jobschedules/{jobScheduleId}."""
+    body = parse_model(await request.body(), JobScheduleReplace)
+    return await _updated(request, body.as_update())
+
+
+async def _updated(request: Request, update: JobScheduleUpdate) -> Response:
+    ctx = context(request)
+    record = await jobschedules.update_schedule(ctx, param(request, "schedule_id"), update)
+    return Response(
+        status_code=200, headers=entity_headers(record, jobschedules.schedule_url(ctx.endpoint, record["id"]))
+    )
 
 
 async def schedule_exists(request: Request) -> Response:

@@ -252,3 +252,25 @@ class JobScheduleCreate(BatchModel):
     def job_body(self, job_id: str) -> dict[str, Any]:
         """The add-job body of one job this schedule creates."""
         return {**self.job_specification, "id": job_id}
+
+
+class JobScheduleUpdate(BatchModel):
+    """Body of PATCH /jobschedules/{jobScheduleId} (omitted properties keep their values)."""
+
+    schedule: Schedule | None = None
+    job_specification: dict[str, Any] | None = None
+    metadata: list[NameValue] | None = None
+
+
+class JobScheduleReplace(BatchModel):
+    """Body of PUT /jobschedules/{jobScheduleId}: omitted properties take their defaults."""
+
+    schedule: Schedule = Field(default_factory=Schedule)
+    job_specification: dict[str, Any]
+    metadata: list[NameValue] = Field(default_factory=list)
+
+    def as_update(self) -> JobScheduleUpdate:
+        """The patch that sets every property."""
+        return JobScheduleUpdate(
+            schedule=self.schedule, job_specification=self.job_specification, metadata=self.metadata
+        )

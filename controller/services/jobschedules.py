@@ -24,7 +24,7 @@ from controller.domain.clock import iso, new_etag, now, parse_duration, parse_is
 from controller.domain.ids import key_of
 from controller.errors import BatchError, Conflict, NotFound
 from controller.render import Record
-from controller.schemas.jobs import AutoPoolSpecification, JobCreate, JobScheduleCreate, PoolInfo
+from controller.schemas.jobs import AutoPoolSpecification, JobCreate, JobScheduleCreate, JobScheduleUpdate, PoolInfo
 from controller.services import autopools, jobs, tasks
 from controller.services.records import Page, load_or_404, new_record, page
 from controller.store import reads
@@ -46,12 +46,17 @@ def _job_body(spec: dict[str, Any], job_id: str) -> JobCreate:
     return body.model_copy(update={"id": job_id})
 
 
-async def create_schedule(ctx: Context, body: JobScheduleCreate) -> Record:
-    """Create a job schedule; 400 when its job specification is not a valid job, 409 JobScheduleExists."""
+def _check_job_specification(job_specification: dict[str, Any]) -> None:
+    """400 when the schedule's job specification would not make a valid job."""
     try:
-        JobCreate.model_validate(body.job_body(SPEC_CHECK_ID))
+        JobCreate.model_validate({**job_specification, "id": SPEC_CHECK_ID})
     except ValidationError as error:
         raise error_from_validation(error) from error
+
+
+async def create_schedule(ctx: Context, body: JobScheduleCreate) -> Record:
+    """Create a job schedule; 400 when its job specification is not a valid job, 409 JobScheduleExists."""
+    _check_job_specification(body.job_specification)
     key, stamp = key_of(body.id), iso(now())
     first = body.schedule.do_not_run_until.timestamp() if body.schedule.do_not_run_until else time.time()
     fields = {**new_record(body, body.id, stamp), "next_run": str(int(first * 1000)), "count": "0"}
@@ -101,13 +106,56 @@ async def list_schedule_jobs(ctx: Context, schedule_id: str, options: ListOption
     )
 
 
+def next_run_after_change(schedule: dict[str, Any], last_run_ms: int | None, now_ms: int) -> str:
+    """When a schedule whose `schedule` was just set creates its next job (epoch ms), "" for never.
+
+    A schedule that has not run yet runs at `doNotRunUntil`, else now. One that has runs again a
+    `recurrenceInterval` after its last run (not before `doNotRunUntil`); without an interval only
+    a `doNotRunUntil` later than its last run makes it run once more.
+    """
+    until = int(parse_iso(schedule["doNotRunUntil"]).timestamp() * 1000) if schedule.get("doNotRunUntil") else None
+    if last_run_ms is None:
+        return str(until if until is not None else now_ms)
+    interval = parse_duration(schedule.get("recurrenceInterval") or "")
+    if interval is None:
+        return str(until) if until is not None and until > last_run_ms else ""
+    following = last_run_ms + int(interval.total_seconds() * 1000)
+    return str(max(following, until) if until is not None else following)
+
+
+async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpdate) -> Record:
+    """Change a schedule's properties (PATCH, or PUT with every property given); jobs made later follow them."""
+    record = await get_schedule(ctx, schedule_id)
+    if update.job_specification is not None:
+        _check_job_specification(update.job_specification)
+    spec = {**json.loads(record["spec"]), **update.wire()}
+    if spec.get("metadata") == []:
+        del spec["metadata"]
+    stamp = iso(now())
+    fields = {"spec": json.dumps(spec), "modified": stamp, "etag": new_etag()}
+    if update.schedule is not None:
+        last_run = int(record["last_run"]) if record.get("last_run") else None
+        if last_run is None and int(record.get("count", "0")) > 0:
+            last_run = int(time.time() * 1000)
+        fields["next_run"] = next_run_after_change(spec["schedule"], last_run, int(time.time() * 1000))
+    result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "state", "active,disabled", fields)
+    _check_result(result, record["id"])
+    await ctx.wake_scheduler()
+    return await get_schedule(ctx, schedule_id)
+
+
 async def _set_state(ctx: Context, record: Record, expected: str, state: str, **extra: str) -> None:
     stamp = iso(now())
     fields = {"state": state, "pstate": record["state"], "pstt": record["stt"], "stt": stamp, "modified": stamp}
     fields.update({**extra, "etag": new_etag()})
     result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "state", expected, fields)
+    _check_result(result, record["id"])
+
+
+def _check_result(result: list[str], schedule_id: str) -> None:
+    """404 or 409 for an update_if that did not change the schedule."""
     if result[0] == "missing":
-        raise NotFound(f"The specified job schedule does not exist: {record['id']}", code="JobScheduleNotFound")
+        raise NotFound(f"The specified job schedule does not exist: {schedule_id}", code="JobScheduleNotFound")
     if result[0] == "state":
         codes = {"completed": "JobScheduleCompleted", "terminating": "JobScheduleBeingTerminated"}
         codes.update({"deleting": "JobScheduleBeingDeleted", "disabled": "JobScheduleDisabled"})
@@ -192,7 +240,13 @@ async def _next_run(ctx: Context, record: Record) -> None:
     job_id = f"{record['id']}:job-{count}"
     await ctx.redis.hset(
         ctx.keys.job_schedule(record["key"]),
-        mapping={"count": str(count), "active_job": job_id, "recent_job": job_id, "next_run": following},
+        mapping={
+            "count": str(count),
+            "active_job": job_id,
+            "recent_job": job_id,
+            "next_run": following,
+            "last_run": str(due),
+        },
     )
     await _create_job(ctx, record, _job_body(spec, job_id))
 

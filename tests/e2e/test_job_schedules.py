@@ -93,3 +93,46 @@ def test_disable_enable_delete_and_a_job_that_asks_for_a_schedule_pool(shared_st
     with pytest.raises(HttpResponseError) as refused:
         client.create_job(options)
     assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidPropertyValue")
+
+
+def test_changing_a_schedule_retimes_it_and_later_jobs_follow_the_new_specification(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    # Given a schedule that would first run tomorrow, with metadata
+    tomorrow = models.BatchJobScheduleConfiguration(
+        do_not_run_until=datetime.now(UTC) + timedelta(days=1), recurrence_interval=timedelta(hours=1)
+    )
+    first = models.BatchJobSpecification(pool_info=LOCAL, priority=10)
+    owner = [models.BatchMetadataItem(name="owner", value="nightly-team")]
+    client.create_job_schedule(
+        models.BatchJobScheduleCreateOptions(id="retimed", schedule=tomorrow, job_specification=first, metadata=owner)
+    )
+    assert not list(client.list_jobs_from_schedule("retimed"))
+    # A specification that would not make a valid job is refused
+    with pytest.raises(HttpResponseError) as invalid:
+        client.update_job_schedule(
+            "retimed", models.BatchJobScheduleUpdateOptions(job_specification=models.BatchJobSpecification())
+        )
+    assert (invalid.value.status_code, invalid.value.error.code) == (400, "MissingRequiredProperty")
+    # When a patch drops its start time, it runs now and keeps what the patch left out
+    hourly = models.BatchJobScheduleConfiguration(recurrence_interval=timedelta(hours=1))
+    client.update_job_schedule("retimed", models.BatchJobScheduleUpdateOptions(schedule=hourly))
+    until("the first job", lambda: any(True for _ in client.list_jobs_from_schedule("retimed")))
+    patched = client.get_job_schedule("retimed")
+    assert [(m.name, m.value) for m in patched.metadata or []] == [("owner", "nightly-team")]
+    assert patched.execution_info.next_run_time > datetime.now(UTC) + timedelta(minutes=55)
+    # And a replacement (one more run, a new priority, no metadata) applies to the job made after it
+    once_more = models.BatchJobScheduleConfiguration(do_not_run_until=datetime.now(UTC) + timedelta(seconds=1))
+    second = models.BatchJobSpecification(pool_info=LOCAL, priority=40)
+    client.replace_job_schedule("retimed", models.BatchJobSchedule(schedule=once_more, job_specification=second))
+    assert client.get_job_schedule("retimed").metadata is None
+    assert client.get_job("retimed:job-1").priority == 10
+    client.begin_terminate_job("retimed:job-1", {"terminateReason": "retimed"}, polling_interval=0).result()
+    until("the second job", lambda: len(list(client.list_jobs_from_schedule("retimed"))) == 2)
+    assert client.get_job("retimed:job-2").priority == 40
+    # After which, without a recurrence, it completes
+    client.begin_terminate_job("retimed:job-2", {"terminateReason": "retimed"}, polling_interval=0).result()
+    until("the schedule to complete", lambda: client.get_job_schedule("retimed").state == "completed")
+    # A completed schedule no longer changes
+    with pytest.raises(HttpResponseError) as ended:
+        client.update_job_schedule("retimed", models.BatchJobScheduleUpdateOptions(schedule=hourly))
+    assert (ended.value.status_code, ended.value.error.code) == (409, "JobScheduleCompleted")

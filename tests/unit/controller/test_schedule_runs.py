@@ -1,0 +1,28 @@
+"""When a job schedule whose timing changed creates its next job."""
+
+from __future__ import annotations
+
+from controller.services.jobschedules import next_run_after_change
+
+NOW = 1_800_000_000_000
+"""2027-01-15T08:00:00Z in epoch milliseconds."""
+MARCH = "2027-03-01T00:00:00Z"
+MARCH_MS = "1803859200000"
+MINUTE = 60_000
+LAST = NOW - 10 * MINUTE
+
+
+def test_a_schedule_that_never_ran_runs_at_its_start_or_now() -> None:
+    assert next_run_after_change({}, None, NOW) == str(NOW)
+    assert next_run_after_change({"doNotRunUntil": MARCH, "recurrenceInterval": "PT1H"}, None, NOW) == MARCH_MS
+
+
+def test_one_that_ran_recurs_an_interval_after_its_last_run_never_before_its_start() -> None:
+    assert next_run_after_change({"recurrenceInterval": "PT1H"}, LAST, NOW) == str(LAST + 60 * MINUTE)
+    assert next_run_after_change({"recurrenceInterval": "PT1H", "doNotRunUntil": MARCH}, LAST, NOW) == MARCH_MS
+
+
+def test_without_an_interval_it_runs_again_only_for_a_later_start() -> None:
+    assert next_run_after_change({}, LAST, NOW) == ""
+    assert next_run_after_change({"doNotRunUntil": MARCH}, LAST, NOW) == MARCH_MS
+    assert next_run_after_change({"doNotRunUntil": "2020-01-01T00:00:00Z"}, LAST, NOW) == ""
