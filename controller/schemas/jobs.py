@@ -207,9 +207,14 @@ class JobReplace(BatchModel):
         check_scheduling_limits(self.priority, self.max_parallel_tasks)
         return self
 
-    def as_update(self, current_pool_id: str) -> JobUpdate:
-        """The patch that sets every property; the pool only when it is another one."""
-        same_pool = self.pool_info.pool_id is not None and key_of(self.pool_info.pool_id) == key_of(current_pool_id)
+    def as_update(self, current: PoolInfo, current_pool_id: str) -> JobUpdate:
+        """The patch that sets every property; the pool only when it is another one.
+
+        A job on an auto pool keeps it: its specification, sent back as read, is no change.
+        """
+        same_auto = self.pool_info.auto_pool_specification is not None and current.auto_pool_specification is not None
+        same_id = self.pool_info.pool_id is not None and key_of(self.pool_info.pool_id) == key_of(current_pool_id)
+        same_pool = same_auto or same_id
         return JobUpdate(
             priority=self.priority,
             allow_task_preemption=self.allow_task_preemption,

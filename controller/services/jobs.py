@@ -17,7 +17,7 @@ from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
 from controller.errors import Conflict, NotFound, invalid_property
 from controller.render import Record
-from controller.schemas.jobs import JobCreate, JobReplace, JobUpdate
+from controller.schemas.jobs import JobCreate, JobReplace, JobUpdate, PoolInfo
 from controller.services.attempts import stop_attempts
 from controller.services.autopools import auto_pool_id, create_for_job
 from controller.services.records import Page, load_or_404, new_record, page
@@ -205,8 +205,8 @@ def _update_fields(record: Record, patch: JobUpdate) -> dict[str, str]:
         fields["max_parallel"] = str(patch.max_parallel_tasks)
     if patch.on_all_tasks_complete is not None:
         fields["on_all_complete"] = patch.on_all_tasks_complete
-    if patch.constraints is not None and patch.constraints.max_task_retry_count is not None:
-        fields["max_retries"] = str(patch.constraints.max_task_retry_count)
+    if patch.constraints is not None:
+        fields["max_retries"] = str(patch.constraints.max_task_retry_count or 0)
     if patch.pool_info is not None and patch.pool_info.pool_id is not None:
         fields["pool"], fields["pool_id"] = key_of(patch.pool_info.pool_id), patch.pool_info.pool_id
     return fields
@@ -234,7 +234,8 @@ async def _set_deadline(ctx: Context, record: Record, limit: str | None) -> None
 async def replace_job(ctx: Context, job_id: str, body: JobReplace) -> Record:
     """Replace a job's updatable properties (PUT): omitted ones take their defaults."""
     record = await get_job(ctx, job_id)
-    return await update_job(ctx, job_id, body.as_update(record["pool_id"]))
+    current = PoolInfo.model_validate(json.loads(record["spec"])["poolInfo"])
+    return await update_job(ctx, job_id, body.as_update(current, record["pool_id"]))
 
 
 async def complete_if_all_done(ctx: Context, job_id: str) -> None:

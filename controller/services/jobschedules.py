@@ -8,10 +8,11 @@ without a recurrence, or past `doNotRunAfter`, completes after its last job. An 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +31,9 @@ from controller.services.records import Page, load_or_404, new_record, page
 from controller.store import reads
 
 log = logging.getLogger(__name__)
+
+UPDATE_TRIES = 5
+"""How often an update is tried against a schedule that the reconciler changes at the same moment."""
 
 SPEC_CHECK_ID = "schedule-job"
 """A valid job id the job specification is checked with (a schedule's job ids hold a colon)."""
@@ -78,7 +82,8 @@ def render_schedule(record: Record, endpoint: str) -> dict[str, Any]:
     spec = json.loads(record["spec"])
     execution: dict[str, Any] = {}
     if record.get("next_run") and record["state"] == "active":
-        execution["nextRunTime"] = iso(datetime.fromtimestamp(int(record["next_run"]) / 1000, UTC))
+        with contextlib.suppress(OverflowError, ValueError, OSError):
+            execution["nextRunTime"] = iso(datetime.fromtimestamp(int(record["next_run"]) / 1000, UTC))
     if record.get("recent_job"):
         execution["recentJob"] = {"id": record["recent_job"], "url": render.job_url(endpoint, record["recent_job"])}
     if record.get("end"):
@@ -119,15 +124,43 @@ def next_run_after_change(schedule: dict[str, Any], last_run_ms: int | None, now
     interval = parse_duration(schedule.get("recurrenceInterval") or "")
     if interval is None:
         return str(until) if until is not None and until > last_run_ms else ""
-    following = last_run_ms + int(interval.total_seconds() * 1000)
+    following = first_due(last_run_ms, interval, now_ms)
     return str(max(following, until) if until is not None else following)
 
 
+def first_due(last_run_ms: int, interval: timedelta, now_ms: int) -> int:
+    """The first recurrence after `last_run_ms` that is not already past: missed ones are skipped, not caught up."""
+    step = max(1, int(interval.total_seconds() * 1000))
+    following = last_run_ms + step
+    if following >= now_ms:
+        return following
+    return following + -(-(now_ms - following) // step) * step
+
+
 async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpdate) -> Record:
-    """Change a schedule's properties (PATCH, or PUT with every property given); jobs made later follow them."""
-    record = await get_schedule(ctx, schedule_id)
+    """Change a schedule's properties (PATCH, or PUT with every property given); jobs made later follow them.
+
+    The change is applied only to the schedule as it was read (its ETag), and read again when the
+    reconciler made a job or changed its state meanwhile.
+    """
     if update.job_specification is not None:
         _check_job_specification(update.job_specification)
+    for _ in range(UPDATE_TRIES):
+        record = await get_schedule(ctx, schedule_id)
+        if record["state"] not in ("active", "disabled"):
+            _check_result(["state", record["state"]], record["id"])
+        result = await ctx.transitions.update_if(
+            ctx.keys.job_schedule(record["key"]), "etag", record["etag"], _updated_fields(record, update)
+        )
+        if result[0] != "state":
+            _check_result(result, record["id"])
+            await ctx.wake_scheduler()
+            return await get_schedule(ctx, schedule_id)
+    raise Conflict("The job schedule kept changing; retry the request", code="OperationInvalidForCurrentState")
+
+
+def _updated_fields(record: Record, update: JobScheduleUpdate) -> dict[str, str]:
+    """The store fields of a schedule after `update`."""
     spec = {**json.loads(record["spec"]), **update.wire()}
     if spec.get("metadata") == []:
         del spec["metadata"]
@@ -138,17 +171,17 @@ async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpd
         if last_run is None and int(record.get("count", "0")) > 0:
             last_run = int(time.time() * 1000)
         fields["next_run"] = next_run_after_change(spec["schedule"], last_run, int(time.time() * 1000))
-    result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "state", "active,disabled", fields)
-    _check_result(result, record["id"])
-    await ctx.wake_scheduler()
-    return await get_schedule(ctx, schedule_id)
+    return fields
 
 
-async def _set_state(ctx: Context, record: Record, expected: str, state: str, **extra: str) -> None:
+async def _set_state(
+    ctx: Context, record: Record, expected: str, state: str, check: str = "state", **extra: str
+) -> None:
+    """Move the schedule to `state` if its `check` field (its state, or its etag) holds one of `expected`."""
     stamp = iso(now())
     fields = {"state": state, "pstate": record["state"], "pstt": record["stt"], "stt": stamp, "modified": stamp}
     fields.update({**extra, "etag": new_etag()})
-    result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "state", expected, fields)
+    result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), check, expected, fields)
     _check_result(result, record["id"])
 
 
@@ -228,7 +261,10 @@ async def _next_run(ctx: Context, record: Record) -> None:
     schedule = spec.get("schedule") or {}
     after = parse_iso(schedule["doNotRunAfter"]).timestamp() if schedule.get("doNotRunAfter") else None
     if not record.get("next_run") or (after is not None and time.time() > after):
-        await _set_state(ctx, record, "active", "completed", end=iso(now()), active_job="")
+        try:
+            await _set_state(ctx, record, record["etag"], "completed", check="etag", end=iso(now()), active_job="")
+        except (Conflict, NotFound):
+            return  # changed or deleted meanwhile: the next pass decides again
         log.info("job schedule %s completed", record["id"])
         return
     due = int(record["next_run"])
@@ -236,18 +272,13 @@ async def _next_run(ctx: Context, record: Record) -> None:
         return
     count = int(record.get("count", "0")) + 1
     interval = parse_duration(schedule.get("recurrenceInterval") or "")
-    following = str(due + int(interval.total_seconds() * 1000)) if interval else ""
+    following = str(first_due(due, interval, int(time.time() * 1000))) if interval else ""
     job_id = f"{record['id']}:job-{count}"
-    await ctx.redis.hset(
-        ctx.keys.job_schedule(record["key"]),
-        mapping={
-            "count": str(count),
-            "active_job": job_id,
-            "recent_job": job_id,
-            "next_run": following,
-            "last_run": str(due),
-        },
-    )
+    run = {"count": str(count), "active_job": job_id, "recent_job": job_id, "next_run": following}
+    run.update({"last_run": str(due), "etag": new_etag()})
+    claimed = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "etag", record["etag"], run)
+    if claimed[0] != "ok":
+        return  # changed or deleted meanwhile: the next pass decides again
     await _create_job(ctx, record, _job_body(spec, job_id))
 
 

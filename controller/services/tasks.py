@@ -317,8 +317,11 @@ async def delete_task(ctx: Context, job_id: str, task_id: str) -> Record:
     task = await get_task(ctx, job_id, task_id)
     failure = json.dumps(task_ended_failure("the task was deleted").model_dump(mode="json"))
 
+    depends_on = json.loads(task["spec"]).get("dependsOn")
+    waits_for = dependency_names(depends_on) if depends_on else []
+
     async def delete() -> str:
-        return await ctx.transitions.delete_task(key_of(task["job"]), task["key"])
+        return await ctx.transitions.delete_task(key_of(task["job"]), task["key"], waits_for)
 
     if await _once_stopped(ctx, task, failure, delete) == "missing":
         raise task_not_found(task_id)

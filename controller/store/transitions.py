@@ -304,12 +304,12 @@ class Transitions:
         result = cast(list[str], await self._run("remove_node", keys, [node_id]))
         return result[0] == "ok"
 
-    async def delete_task(self, job_key: str, task_key: str) -> str:
-        """Delete a task that holds no attempt; "ok", "missing" or "busy"."""
+    async def delete_task(self, job_key: str, task_key: str, waits_for: Sequence[str] = ()) -> str:
+        """Delete a task that holds no attempt (and leave the dependents sets of `waits_for`); the status."""
         k = self.keys
         keys = [k.task(job_key, task_key), k.job(job_key), k.job_tasks(job_key), k.job_queue(job_key)]
-        keys.append(k.task_deadlines())
-        return cast(list[str], await self._run("delete_task", keys, [task_key]))[0]
+        keys += [k.task_deadlines(), k.job_dependents(job_key)]
+        return cast(list[str], await self._run("delete_task", keys, [task_key, *waits_for]))[0]
 
     async def lease_grace(self, floor_ms: int) -> int:
         """Extend every running lease to at least `floor_ms`; how many were extended."""

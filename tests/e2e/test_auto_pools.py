@@ -77,6 +77,13 @@ def test_the_documented_add_job_request_runs_on_its_auto_pool(shared_stack: Loca
         assert manager["executionInfo"]["exitCode"] == 0, manager
         out = client.get("/jobs/myjob1/tasks/mytask1/files/stdout.txt").text
         assert out.splitlines() == ["manager saw myvalue", "hello from a resource file"]
+        # The job read back and sent whole (its auto pool specification included) keeps its pool
+        replaced = client.request("PUT", "/jobs/myjob1", {**_get(client, "/jobs/myjob1"), "priority": 5})
+        assert replaced.status_code == 200, replaced.text
+        assert (_get(client, "/jobs/myjob1")["priority"], _get(client, "/jobs/myjob1")["executionInfo"]["poolId"]) == (
+            5,
+            pool_id,
+        )
         # killJobOnCompletion is false: the job stays until it is terminated, then its pool goes with it
         assert _get(client, "/jobs/myjob1")["state"] == "active"
         assert client.post("/jobs/myjob1/terminate").status_code == 202

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -77,7 +78,7 @@ def test_a_reactivated_parent_that_succeeds_releases_the_dependents_it_blocked(s
     client = batch_client(shared_stack)
     _job(client, "second-chance", uses_task_dependencies=True)
     # Given a parent that fails its first run (it leaves a mark in the node's shared directory) and succeeds later
-    mark = "$AZ_BATCH_NODE_SHARED_DIR/second-chance-ran"
+    mark = f"$AZ_BATCH_NODE_SHARED_DIR/second-chance-{uuid.uuid4().hex}"
     parent = _task("7", f"/bin/sh -c 'test -e {mark} && exit 0; touch {mark}; exit 2'")
     by_id = _task("by-id", "/bin/true", depends_on=models.BatchTaskDependencies(task_ids=["7"]))
     by_range = models.BatchTaskDependencies(task_id_ranges=[models.BatchTaskIdRange(start=7, end=7)])

@@ -55,7 +55,9 @@ async def _publish(dispatcher: Dispatcher, dispatch: Dispatch) -> float:
     return time.monotonic() - started
 
 
-async def test_a_stopped_broker_fails_the_publish_instead_of_hanging_it(broker: RedisServer) -> None:
+async def test_a_stopped_broker_fails_the_publish_instead_of_hanging_it(
+    broker: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     assert broker.child is not None
     dispatcher = Dispatcher(make_celery(broker.url, PREFIX, REPLY_TIMEOUT_SECONDS))
     try:
@@ -68,6 +70,7 @@ async def test_a_stopped_broker_fails_the_publish_instead_of_hanging_it(broker: 
             await _publish(dispatcher, _offer("n1", "t2"))
         finally:
             os.kill(broker.child.pid, signal.SIGCONT)
+        assert "publishing offers to 1 nodes failed" in caplog.text
         # Then once the broker runs again the next publish gets through on a fresh connection
         await _publish(dispatcher, _offer("n1", "t3"))
         assert "t3" in _queued(broker, "n1")

@@ -333,3 +333,19 @@ async def test_a_retry_puts_the_task_back_in_the_queue_and_says_so(store: Transi
     (result,) = await store.finish_all([(attempt_id, retry)])
     assert result.ok and result.queued
     assert await _queued(store) == [task_key]
+
+
+async def test_a_deleted_dependent_no_longer_counts_on_its_parents(store: Transitions) -> None:
+    await _job_with_tasks(store, 0)
+    await _node(store, slots=2)
+    # Given a dependent of a parent that blocked it, deleted and added again waiting for another task
+    parent = await _add(store, "p1")
+    await _add(store, "c1", deps="p1")
+    await _fail(store, parent)
+    assert await store.delete_task("job", "c1", ["p1"]) == "ok"
+    again = await _add(store, "c1", deps="other")
+    # When the reactivated parent succeeds, the new task still waits for its own parent
+    assert await store.reactivate("job", "p", "p1", NOW, "0xa") == ["ok"]
+    await _complete(store, parent, "satisfy")
+    assert await store.redis.hget(again, "waiting") == "1"
+    assert again not in await _queued(store)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from controller.services.jobschedules import next_run_after_change
+from datetime import timedelta
+
+from controller.services.jobschedules import first_due, next_run_after_change
 
 NOW = 1_800_000_000_000
 """2027-01-15T08:00:00Z in epoch milliseconds."""
@@ -26,3 +28,14 @@ def test_without_an_interval_it_runs_again_only_for_a_later_start() -> None:
     assert next_run_after_change({}, LAST, NOW) == ""
     assert next_run_after_change({"doNotRunUntil": MARCH}, LAST, NOW) == MARCH_MS
     assert next_run_after_change({"doNotRunUntil": "2020-01-01T00:00:00Z"}, LAST, NOW) == ""
+
+
+def test_missed_recurrences_are_skipped_not_caught_up() -> None:
+    hour = timedelta(hours=1)
+    # Last ran three days ago, now hourly: the next run is the first hourly point not yet past
+    three_days_ago = NOW - 72 * 60 * MINUTE - 10 * MINUTE
+    assert first_due(three_days_ago, hour, NOW) == NOW + 50 * MINUTE
+    assert next_run_after_change({"recurrenceInterval": "PT1H"}, three_days_ago, NOW) == str(NOW + 50 * MINUTE)
+    # A recurrence still ahead, or exactly now, is kept
+    assert first_due(LAST, hour, NOW) == LAST + 60 * MINUTE
+    assert first_due(NOW - 60 * MINUTE, hour, NOW) == NOW
