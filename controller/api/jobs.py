@@ -9,6 +9,7 @@ from controller import render
 from controller.api.common import context, in_background, list_options, param
 from controller.api.responses import accepted, created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_json, parse_model
+from controller.render import Record
 from controller.schemas.jobs import JobCreate, JobDisable, JobReplace, JobTerminate, JobUpdate
 from controller.services import jobs, jobtasks, tasks
 
@@ -83,18 +84,19 @@ async def update_job(request: Request) -> Response:
     """PATCH /jobs/{jobId}."""
     ctx = context(request)
     body = parse_model(await request.body(), JobUpdate)
-    record = await jobs.update_job(ctx, param(request, "job_id"), body)
-    url = render.job_url(ctx.endpoint, record["id"])
-    return Response(status_code=200, headers=entity_headers(record, url))
+    return _updated(ctx.endpoint, await jobs.update_job(ctx, param(request, "job_id"), body))
 
 
 async def replace_job(request: Request) -> Response:
     """PUT /jobs/{jobId}."""
     ctx = context(request)
     body = parse_model(await request.body(), JobReplace)
-    record = await jobs.replace_job(ctx, param(request, "job_id"), body)
-    url = render.job_url(ctx.endpoint, record["id"])
-    return Response(status_code=200, headers=entity_headers(record, url))
+    return _updated(ctx.endpoint, await jobs.replace_job(ctx, param(request, "job_id"), body))
+
+
+def _updated(endpoint: str, record: Record) -> Response:
+    """200 with the changed job's headers."""
+    return Response(status_code=200, headers=entity_headers(record, render.job_url(endpoint, record["id"])))
 
 
 async def task_counts(request: Request) -> Response:
