@@ -219,10 +219,7 @@ class JobReplace(BatchModel):
             priority=self.priority,
             allow_task_preemption=self.allow_task_preemption,
             max_parallel_tasks=self.max_parallel_tasks,
-            constraints=JobConstraints(
-                max_wall_clock_time=self.constraints.max_wall_clock_time,
-                max_task_retry_count=self.constraints.max_task_retry_count or 0,
-            ),
+            constraints=self.constraints,
             pool_info=None if same_pool else self.pool_info,
             on_all_tasks_complete=self.on_all_tasks_complete,
             metadata=self.metadata,

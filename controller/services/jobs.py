@@ -20,7 +20,7 @@ from controller.render import Record
 from controller.schemas.jobs import JobCreate, JobReplace, JobUpdate, PoolInfo
 from controller.services.attempts import stop_attempts
 from controller.services.autopools import auto_pool_id, create_for_job
-from controller.services.records import Page, load_or_404, new_record, page
+from controller.services.records import Page, changed_spec, load_or_404, new_record, page
 from controller.store import reads
 
 log = logging.getLogger(__name__)
@@ -169,15 +169,10 @@ UPDATABLE_STATES = "active,disabling,disabled,enabling"
 async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
     """Change a job's updatable properties (PATCH): omitted ones keep their values."""
     record = await get_job(ctx, job_id)
-    spec = json.loads(record["spec"])
-    changes = patch.wire()
     _check_update(record, patch)
     if patch.pool_info is not None and await ctx.redis.scard(ctx.keys.job_attempts(record["key"])):
         raise Conflict("The pool of a job can be changed only when none of its tasks runs", code="JobNotDisabled")
-    merged = {**spec, **changes}
-    if merged.get("metadata") == []:
-        del merged["metadata"]
-    fields = {**_update_fields(record, patch), "spec": json.dumps(merged)}
+    fields = {**_update_fields(record, patch), "spec": changed_spec(record, patch.wire())}
     stamp = iso(now())
     fields.update({"modified": stamp, "etag": new_etag()})
     result = await ctx.transitions.update_if(ctx.keys.job(record["key"]), "state", UPDATABLE_STATES, fields)

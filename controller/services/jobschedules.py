@@ -27,7 +27,7 @@ from controller.errors import BatchError, Conflict, NotFound
 from controller.render import Record
 from controller.schemas.jobs import AutoPoolSpecification, JobCreate, JobScheduleCreate, JobScheduleUpdate, PoolInfo
 from controller.services import autopools, jobs, tasks
-from controller.services.records import Page, load_or_404, new_record, page
+from controller.services.records import Page, changed_spec, load_or_404, new_record, page
 from controller.store import reads
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpd
     for _ in range(UPDATE_TRIES):
         record = await get_schedule(ctx, schedule_id)
         if record["state"] not in ("active", "disabled"):
-            _check_result(["state", record["state"]], record["id"])
+            raise _state_conflict(record["state"])
         result = await ctx.transitions.update_if(
             ctx.keys.job_schedule(record["key"]), "etag", record["etag"], _updated_fields(record, update)
         )
@@ -161,16 +161,14 @@ async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpd
 
 def _updated_fields(record: Record, update: JobScheduleUpdate) -> dict[str, str]:
     """The store fields of a schedule after `update`."""
-    spec = {**json.loads(record["spec"]), **update.wire()}
-    if spec.get("metadata") == []:
-        del spec["metadata"]
     stamp = iso(now())
-    fields = {"spec": json.dumps(spec), "modified": stamp, "etag": new_etag()}
+    fields = {"spec": changed_spec(record, update.wire()), "modified": stamp, "etag": new_etag()}
     if update.schedule is not None:
+        now_ms = int(time.time() * 1000)
         last_run = int(record["last_run"]) if record.get("last_run") else None
         if last_run is None and int(record.get("count", "0")) > 0:
-            last_run = int(time.time() * 1000)
-        fields["next_run"] = next_run_after_change(spec["schedule"], last_run, int(time.time() * 1000))
+            last_run = now_ms
+        fields["next_run"] = next_run_after_change(update.schedule.wire(), last_run, now_ms)
     return fields
 
 
@@ -190,10 +188,15 @@ def _check_result(result: list[str], schedule_id: str) -> None:
     if result[0] == "missing":
         raise NotFound(f"The specified job schedule does not exist: {schedule_id}", code="JobScheduleNotFound")
     if result[0] == "state":
-        codes = {"completed": "JobScheduleCompleted", "terminating": "JobScheduleBeingTerminated"}
-        codes.update({"deleting": "JobScheduleBeingDeleted", "disabled": "JobScheduleDisabled"})
-        code = codes.get(result[1], "OperationInvalidForCurrentState")
-        raise Conflict(f"The operation is not allowed on a job schedule in state {result[1]}", code=code)
+        raise _state_conflict(result[1])
+
+
+def _state_conflict(state: str) -> Conflict:
+    """409 for an operation a schedule in `state` does not allow."""
+    codes = {"completed": "JobScheduleCompleted", "terminating": "JobScheduleBeingTerminated"}
+    codes.update({"deleting": "JobScheduleBeingDeleted", "disabled": "JobScheduleDisabled"})
+    code = codes.get(state, "OperationInvalidForCurrentState")
+    return Conflict(f"The operation is not allowed on a job schedule in state {state}", code=code)
 
 
 async def disable_schedule(ctx: Context, schedule_id: str) -> None:

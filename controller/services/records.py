@@ -33,6 +33,14 @@ def new_record(body: BatchModel, entity_id: str, stamp: str) -> dict[str, str]:
     }
 
 
+def changed_spec(record: Record, changes: dict[str, Any]) -> str:
+    """A record's `spec` with `changes` laid over it, as stored; an emptied `metadata` is left out, as on create."""
+    spec = {**json.loads(record["spec"]), **changes}
+    if spec.get("metadata") == []:
+        del spec["metadata"]
+    return json.dumps(spec)
+
+
 async def load(wire: Wire, key: str) -> Record | None:
     """One stored hash, or None when absent."""
     found = await reads.record(wire, key)

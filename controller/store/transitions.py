@@ -324,6 +324,6 @@ class Transitions:
     async def reactivate(self, job_key: str, pool_key: str, task_key: str, now: str, etag: str) -> list[str]:
         """Put a failed task back in the queue with retryCount 0; the script's status list."""
         k = self.keys
-        keys = [k.task(job_key, task_key), k.job(job_key), k.job_queue(job_key), k.pool_jobs(pool_key)]
-        keys.append(k.job_dependency_states(job_key))
+        keys = [k.task(job_key, task_key), k.job(job_key), k.job_queue(job_key), k.pool_jobs(pool_key),
+                k.job_dependency_states(job_key)]  # fmt: skip
         return cast(list[str], await self._run("reactivate", keys, [now, etag]))
