@@ -1,9 +1,9 @@
 """The pool config a node applies: user accounts, application packages, then the start task.
 
-The controller answers a heartbeat with the pool's `PoolConfig` when the
-version the node reports differs from the pool's. A background thread applies
-the newest config offered: it creates the accounts, installs the packages,
-then runs the start task. Readiness, as the heartbeat reports it:
+The controller answers a heartbeat with the pool's `PoolConfig` while the
+node reports no applied version, that is after the agent starts or restarts.
+A background thread applies the newest config offered: it creates the
+accounts, installs the packages, then runs the start task. Readiness, as the heartbeat reports it:
 
 | readiness | when |
 |---|---|

@@ -7,10 +7,18 @@ from starlette.responses import Response
 
 from controller import render
 from controller.api.common import context, list_options, param
-from controller.api.responses import accepted, created, entity, json_response, listing
+from controller.api.responses import accepted, created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_model
 from controller.converge import target_nodes as pools_target
-from controller.schemas.pools import NodeDisableScheduling, NodeReboot, NodeRemove, PoolCreate, PoolResize
+from controller.schemas.pools import (
+    NodeDisableScheduling,
+    NodeReboot,
+    NodeRemove,
+    PoolCreate,
+    PoolReplace,
+    PoolResize,
+    PoolUpdate,
+)
 from controller.services import nodes, pools
 
 
@@ -61,6 +69,22 @@ async def delete_pool(request: Request) -> Response:
     """DELETE /pools/{poolId}."""
     await pools.delete_pool(context(request), param(request, "pool_id"))
     return Response(status_code=202)
+
+
+async def update_pool(request: Request) -> Response:
+    """PATCH /pools/{poolId}: the properties given replace the pool's."""
+    ctx = context(request)
+    body = parse_model(await request.body(), PoolUpdate)
+    record = await pools.update_pool(ctx, param(request, "pool_id"), body)
+    return Response(status_code=200, headers=entity_headers(record, render.pool_url(ctx.endpoint, record["id"])))
+
+
+async def replace_pool_properties(request: Request) -> Response:
+    """POST /pools/{poolId}/updateproperties: start task, packages and metadata replaced whole."""
+    ctx = context(request)
+    body = parse_model(await request.body(), PoolReplace)
+    record = await pools.update_pool(ctx, param(request, "pool_id"), body)
+    return Response(status_code=204, headers=entity_headers(record, render.pool_url(ctx.endpoint, record["id"])))
 
 
 async def resize_pool(request: Request) -> Response:

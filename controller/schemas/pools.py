@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from controller.schemas.common import (
+    ApplicationPackageReference,
     BatchId,
     BatchModel,
+    ContainerSettings,
     DisplayName,
     Duration,
     JobDefaultOrder,
     NameValue,
     NodeFillType,
+    ResourceFile,
+    UserIdentity,
     ci_enum,
 )
 
@@ -23,6 +27,18 @@ class TaskSchedulingPolicy(BatchModel):
 
     node_fill_type: NodeFillType
     job_default_order: JobDefaultOrder | None = None
+
+
+class StartTask(BatchModel):
+    """The task each node runs when it joins the pool or restarts."""
+
+    command_line: str = Field(min_length=1)
+    container_settings: ContainerSettings | None = None
+    resource_files: list[ResourceFile] | None = None
+    environment_settings: list[NameValue] | None = None
+    user_identity: UserIdentity | None = None
+    max_task_retry_count: int | None = Field(default=None, ge=-1)
+    wait_for_success: bool | None = None
 
 
 class PoolCreate(BatchModel):
@@ -40,7 +56,7 @@ class PoolCreate(BatchModel):
     auto_scale_evaluation_interval: Duration | None = None
     enable_inter_node_communication: bool | None = None
     network_configuration: dict[str, Any] | None = None
-    start_task: dict[str, Any] | None = None
+    start_task: StartTask | None = None
     application_package_references: list[dict[str, Any]] | None = None
     task_slots_per_node: int | None = Field(default=None, ge=1, le=256)
     task_scheduling_policy: TaskSchedulingPolicy | None = None
@@ -57,6 +73,57 @@ class PoolCreate(BatchModel):
             data = {**data, "taskSlotsPerNode": data["maxTasksPerNode"]}
             del data["maxTasksPerNode"]
         return data
+
+
+class PoolUpdate(BatchModel):
+    """Body of PATCH /pools/{poolId}: the properties given replace the pool's, the others stay."""
+
+    start_task: StartTask | None = None
+    application_package_references: list[ApplicationPackageReference] | None = None
+    metadata: list[NameValue] | None = None
+    target_node_communication_mode: str | None = None
+    display_name: DisplayName | None = None
+    vm_size: str | None = Field(default=None, min_length=1)
+    enable_inter_node_communication: bool | None = None
+    virtual_machine_configuration: dict[str, Any] | None = None
+    task_slots_per_node: int | None = Field(default=None, ge=1, le=256)
+    task_scheduling_policy: TaskSchedulingPolicy | None = None
+    network_configuration: dict[str, Any] | None = None
+    user_accounts: list[dict[str, Any]] | None = None
+    mount_configuration: list[dict[str, Any]] | None = None
+    upgrade_policy: dict[str, Any] | None = None
+
+    ANYTIME: ClassVar[frozenset[str]] = frozenset(
+        {"startTask", "applicationPackageReferences", "metadata", "targetNodeCommunicationMode"}
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The properties given, by wire name."""
+        return self.wire()
+
+    def needs_empty_pool(self) -> list[str]:
+        """The properties given that a pool takes only while it has no nodes."""
+        return sorted(name for name in self.wire() if name not in self.ANYTIME)
+
+
+class PoolReplace(BatchModel):
+    """Body of POST /pools/{poolId}/updateproperties: start task, packages and metadata replaced whole."""
+
+    start_task: StartTask | None = None
+    certificate_references: list[dict[str, Any]] | None = None
+    application_package_references: list[ApplicationPackageReference]
+    metadata: list[NameValue]
+    target_node_communication_mode: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The new values by wire name; None removes a property (an omitted start task is removed)."""
+        given = self.wire()
+        return {
+            "startTask": given.get("startTask"),
+            "applicationPackageReferences": given["applicationPackageReferences"],
+            "metadata": given["metadata"],
+            "targetNodeCommunicationMode": given.get("targetNodeCommunicationMode"),
+        }
 
 
 DeallocationOption = Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "taskcompletion", "retaineddata"))]

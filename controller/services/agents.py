@@ -253,7 +253,11 @@ async def _requeue_stopped(ctx: Context, node_id: str, attempt_keys: list[str]) 
 
 
 async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> HeartbeatAnswer:
-    """Register or refresh a node, renew its leases, and send its pool's config when the node's is out of date."""
+    """Register or refresh a node, renew its leases, and send its pool's config to a node that has applied none.
+
+    A node applies the pool's config when it starts or restarts, and keeps it while it runs: a pool's new start
+    task or packages reach the nodes that join or restart after the change, as in Azure Batch.
+    """
     beat = _heartbeat(ctx, node_id, body)
     lease = _ms(ctx.settings.lease_seconds)
     result = await ctx.transitions.heartbeat(beat, iso(now()), _ms(), lease, new_etag())
@@ -263,7 +267,7 @@ async def heartbeat(ctx: Context, node_id: str, body: NodeHeartbeat) -> Heartbea
     await _requeue_stopped(ctx, node_id, result.stopped)
     pool = await load(ctx.wire, ctx.keys.pool(beat.pool_key))
     config = None
-    if command != "leave" and pool is not None and specs.config_version(pool) != body.pool_config_version:
+    if command != "leave" and pool is not None and not body.pool_config_version:
         config = await specs.pool_config(ctx, pool)
     if command:
         log.info("node %s told to %s", node_id, command)

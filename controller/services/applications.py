@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from controller.context import Context
-from controller.errors import NotFound, ServerBusy
+from controller.errors import Conflict, NotFound, ServerBusy
 from controller.storage import PackageVersion
 from nodeagent.messages import ApplicationPackageSpec
 
@@ -59,6 +59,21 @@ def resolve(
         else:
             found.append(version)
     return found, missing
+
+
+def invalid_references(missing: list[str]) -> Conflict:
+    """409 InvalidApplicationPackageReferences naming the package versions that are not uploaded."""
+    message = f"The application package references are not valid: {', '.join(missing)}"
+    return Conflict(message, code="InvalidApplicationPackageReferences")
+
+
+async def require_packages(ctx: Context, references: list[dict[str, Any]]) -> None:
+    """Raise 409 InvalidApplicationPackageReferences unless every referenced package version is uploaded."""
+    if not references:
+        return
+    _, missing = resolve(references, await catalogue(ctx))
+    if missing:
+        raise invalid_references(missing)
 
 
 async def package_specs(ctx: Context, references: list[dict[str, Any]] | None) -> list[ApplicationPackageSpec]:

@@ -13,8 +13,9 @@ from controller.domain.clock import iso, new_etag, now, parse_duration
 from controller.domain.ids import key_of
 from controller.errors import Conflict, NotFound
 from controller.render import Record
-from controller.schemas.pools import PoolCreate
-from controller.services.records import Page, load, load_or_404, new_record, page
+from controller.schemas.pools import PoolCreate, PoolReplace, PoolUpdate
+from controller.services.applications import require_packages
+from controller.services.records import Page, changed_spec, load, load_or_404, new_record, page
 
 DEFAULT_RESIZE_TIMEOUT_SECONDS = 15 * 60
 
@@ -133,3 +134,24 @@ async def delete_pool(ctx: Context, pool_id: str) -> None:
     fields = {"state": "deleting", "pstate": pool["state"], "pstt": pool["stt"], "stt": iso(now()), "etag": new_etag()}
     _pool_conflict(await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "state", "active", fields), pool_id)
     await ctx.wake_scheduler()
+
+
+async def update_pool(ctx: Context, pool_id: str, body: PoolUpdate | PoolReplace) -> Record:
+    """Change a pool's properties. Nodes already in the pool keep the start task and packages they applied
+    until they restart; nodes that join or restart afterwards apply the new ones."""
+    pool = await get_pool(ctx, pool_id)
+    changes = body.changes()
+    await require_packages(ctx, changes.get("applicationPackageReferences") or [])
+    if isinstance(body, PoolUpdate) and body.needs_empty_pool():
+        await _require_empty(ctx, pool, body.needs_empty_pool())
+    stamp = iso(now())
+    fields = {"spec": changed_spec(pool, changes), "config_version": new_etag(), "etag": new_etag(), "modified": stamp}
+    _pool_conflict(await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "state", "active", fields), pool_id)
+    return await get_pool(ctx, pool_id)
+
+
+async def _require_empty(ctx: Context, pool: Record, names: list[str]) -> None:
+    nodes = await ctx.redis.zcard(ctx.keys.pool_nodes(pool["key"]))
+    if nodes or pool.get("alloc_state", "steady") != "steady":
+        message = f"{', '.join(names)} can be changed only while the pool is steady and has no nodes"
+        raise Conflict(message, code="OperationNotValidOnPool")

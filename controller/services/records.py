@@ -34,11 +34,12 @@ def new_record(body: BatchModel, entity_id: str, stamp: str) -> dict[str, str]:
 
 
 def changed_spec(record: Record, changes: dict[str, Any]) -> str:
-    """A record's `spec` with `changes` laid over it, as stored; an emptied `metadata` is left out, as on create."""
+    """A record's `spec` with `changes` laid over it, as stored: a change to None removes the property, and an
+    emptied `metadata` is left out, as on create."""
     spec = {**json.loads(record["spec"]), **changes}
     if spec.get("metadata") == []:
         del spec["metadata"]
-    return json.dumps(spec)
+    return json.dumps({name: value for name, value in spec.items() if value is not None})
 
 
 async def load(wire: Wire, key: str) -> Record | None:

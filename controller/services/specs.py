@@ -277,7 +277,7 @@ def start_task(ctx: Context, pool_spec: dict[str, Any]) -> StartTaskSpec | None:
 
 
 def config_version(pool: Record) -> str:
-    """The version of what nodes apply from the pool; it changes only with the start task, accounts or packages."""
+    """The version of what nodes apply from the pool; it changes when the pool's properties are updated."""
     return pool.get("config_version") or pool["etag"]
 
 

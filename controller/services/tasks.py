@@ -23,7 +23,7 @@ from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, inva
 from controller.render import Record
 from controller.schemas.jobs import JobManagerTask
 from controller.schemas.tasks import TaskCreate, TaskReplace
-from controller.services.applications import catalogue, resolve
+from controller.services.applications import catalogue, invalid_references, resolve
 from controller.services.jobs import complete_if_all_done, delete_job, get_job, job_not_found
 from controller.services.records import Page, load, load_or_404, new_record, page
 from controller.storage import PackageVersion
@@ -128,10 +128,7 @@ def _check_packages(known: dict[str, list[PackageVersion]], body: TaskCreate) ->
     """409 InvalidApplicationPackageReferences when a referenced package version is not uploaded."""
     references = [reference.wire() for reference in body.application_package_references or []]
     _, missing = resolve(references, known)
-    if not missing:
-        return None
-    message = f"The application package references are not valid: {', '.join(missing)}"
-    return Conflict(message, code="InvalidApplicationPackageReferences")
+    return invalid_references(missing) if missing else None
 
 
 async def add_job_manager(ctx: Context, job_id: str, manager: JobManagerTask) -> None:

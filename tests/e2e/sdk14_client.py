@@ -49,6 +49,7 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
         completed_update = error.error.code
     client.job.update("sdk14-job", m.JobUpdateParameter(pool_info=m.PoolInformation(pool_id="local"), priority=7))
     client.job.terminate("sdk14-job")
+    pool = _patched_pool(client)
     print(
         json.dumps(
             {
@@ -63,9 +64,31 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
                 "completed_update": completed_update,
                 "job_priority": client.job.get("sdk14-job").priority,
                 "job_state": client.job.get("sdk14-job").state.value,
+                "pool": pool,
             }
         )
     )
+
+
+def _patched_pool(client: BatchServiceClient) -> dict[str, object]:
+    """Create an empty pool, patch it, then replace its properties; what GET showed after each."""
+    image = m.ImageReference(publisher="batchyard", offer="local", sku="host")
+    vm = m.VirtualMachineConfiguration(image_reference=image, node_agent_sku_id="batchyard.local")
+    client.pool.add(m.PoolAddParameter(id="sdk14-pool", vm_size="small", virtual_machine_configuration=vm))
+    client.pool.patch("sdk14-pool", m.PoolPatchParameter(metadata=[m.MetadataItem(name="a", value="1")]))
+    client.pool.patch("sdk14-pool", m.PoolPatchParameter(start_task=m.StartTask(command_line="/bin/true")))
+    patched = client.pool.get("sdk14-pool")
+    metadata = [m.MetadataItem(name="b", value="2")]
+    replace = m.PoolUpdatePropertiesParameter(
+        certificate_references=[], application_package_references=[], metadata=metadata
+    )
+    client.pool.update_properties("sdk14-pool", replace)
+    replaced = client.pool.get("sdk14-pool")
+    client.pool.delete("sdk14-pool")
+    return {
+        "patched": [patched.start_task.command_line, [(i.name, i.value) for i in patched.metadata]],
+        "replaced": [replaced.start_task is None, [(i.name, i.value) for i in replaced.metadata]],
+    }
 
 
 if __name__ == "__main__":

@@ -73,6 +73,29 @@ def test_replacements_that_break_the_rules_change_nothing(
     assert client.get("/jobs/BadInputJob").json()["priority"] == 0
 
 
+UNKNOWN_PACKAGE = "InvalidApplicationPackageReferences"
+POOL = {"id": "BadInputPool", "vmSize": "small", "metadata": [{"name": "keep", "value": "me"}]}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("PATCH", "", {"startTask": {"waitForSuccess": True}}, 400, "MissingRequiredProperty"),
+        ("PATCH", "", {"startTask": {"commandLine": "x", "maxTaskRetryCount": -2}}, 400, "InvalidPropertyValue"),
+        ("PATCH", "", {"applicationPackageReferences": [{"applicationId": "no"}]}, 409, UNKNOWN_PACKAGE),
+        ("POST", "/updateproperties", {"applicationPackageReferences": []}, 400, "MissingRequiredProperty"),
+    ],
+)  # fmt: skip
+def test_pool_updates_that_break_the_rules_change_nothing(
+    client: BatchClient, method: str, path: str, body: dict[str, Any], status: int, code: str
+) -> None:
+    if client.get("/pools/BadInputPool").status_code == 404:
+        assert client.post("/pools", POOL).status_code == 201
+    _error(client.request(method, f"/pools/BadInputPool{path}", body), status, code)
+    pool = client.get("/pools/BadInputPool").json()
+    assert (pool["metadata"], "startTask" in pool) == (POOL["metadata"], False)
+
+
 @pytest.mark.parametrize("bad_id", ["x" * 65, "with space", "semi;colon", "dot.ted"])
 def test_invalid_ids(client: BatchClient, bad_id: str) -> None:
     error = _error(client.post("/jobs", {"id": bad_id, "poolInfo": {"poolId": "p"}}), 400, "InvalidPropertyValue")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -202,3 +203,59 @@ def test_a_high_priority_job_overtakes_queued_work(shared_stack: LocalStack) -> 
     until("every task to complete", lambda: _task(client, "low", "l2").state == "completed")
     high_started = _task(client, "high", "h").execution_info.start_time
     assert high_started < _task(client, "low", "l1").execution_info.start_time
+
+
+def _start_output(client: BatchClient, pool_id: str, node_id: str) -> bytes:
+    return b"".join(client.download_node_file(pool_id, node_id, "startup/stdout.txt"))
+
+
+def _echo(word: str) -> models.BatchStartTask:
+    return models.BatchStartTask(command_line=f"/bin/echo {word}", wait_for_success=True)
+
+
+def test_a_patched_start_task_reaches_a_node_when_it_restarts(shared_stack: LocalStack) -> None:
+    # Given a pool of one node that ran the start task it was created with
+    client = batch_client(shared_stack)
+    image = models.BatchVmImageReference(publisher="batchyard", offer="local", sku="host")
+    vm = models.VirtualMachineConfiguration(image_reference=image, node_agent_sku_id="batchyard.local")
+    client.create_pool(
+        models.BatchPoolCreateOptions(
+            id="patched", vm_size="standard_d2s_v3", virtual_machine_configuration=vm,
+            target_dedicated_nodes=1, start_task=_echo("first"),
+        )
+    )  # fmt: skip
+    until("the node to be idle", lambda: _states(client, "patched") == ["idle"])
+    node_id = next(iter(client.list_nodes("patched"))).id
+    assert _start_output(client, "patched", node_id) == b"first\n"
+    # When the pool's start task and metadata are patched
+    metadata = [models.BatchMetadataItem(name="stage", value="two")]
+    client.update_pool("patched", models.BatchPoolUpdateOptions(start_task=_echo("second"), metadata=metadata))
+    # Then the pool shows them, and the node keeps what it ran until it restarts
+    pool = client.get_pool("patched")
+    assert (pool.start_task.command_line, pool.metadata[0].value) == ("/bin/echo second", "two")
+    started = client.get_node("patched", node_id).start_task_info.start_time
+    time.sleep(5.0)  # two heartbeats of the agent (every 2 s)
+    assert client.get_node("patched", node_id).start_task_info.start_time == started
+    assert _start_output(client, "patched", node_id) == b"first\n"
+    booted = client.get_node("patched", node_id).last_boot_time
+    client.begin_reboot_node("patched", node_id, {"nodeRebootOption": "requeue"}, polling_interval=0)
+    until("the node to come back", lambda: client.get_node("patched", node_id).last_boot_time != booted)
+    until("the node to be idle again", lambda: client.get_node("patched", node_id).state == "idle")
+    assert _start_output(client, "patched", node_id) == b"second\n"
+    # And replacing the properties without a start task removes it and replaces the metadata whole
+    replace = models.BatchPoolReplaceOptions(application_package_references=[], metadata=[])
+    client.replace_pool_properties("patched", replace)
+    pool = client.get_pool("patched")
+    assert (pool.start_task, pool.metadata) == (None, None)
+    # And a property a pool takes only while it is empty is refused while it has a node
+    with pytest.raises(HttpResponseError) as refused:
+        client.update_pool("patched", models.BatchPoolUpdateOptions(vm_size="standard_d4s_v3"))
+    assert (refused.value.status_code, refused.value.error.code) == (409, "OperationNotValidOnPool")
+    assert client.get_pool("patched").vm_size == "standard_d2s_v3"
+    # And taken once the pool has shrunk to no nodes
+    client.begin_resize_pool("patched", models.BatchPoolResizeOptions(target_dedicated_nodes=0), polling_interval=0)
+    until("the pool to be empty", lambda: not _states(client, "patched"))
+    until("the resize to settle", lambda: client.get_pool("patched").allocation_state == "steady")
+    client.update_pool("patched", models.BatchPoolUpdateOptions(vm_size="standard_d4s_v3"))
+    assert client.get_pool("patched").vm_size == "standard_d4s_v3"
+    client.begin_delete_pool("patched", polling_interval=0)
