@@ -13,6 +13,7 @@ from batchyard.credentials import Credentials
 from batchyard.envfile import connection_string
 from batchyard.ports import LOOPBACK
 from batchyard.tools import project_root
+from controller.domain.images import HOST_IMAGE
 
 POOL_ID = "local"
 """The pool a local stack's agents join."""
@@ -184,8 +185,8 @@ def pool_body(agents: int, slots: int) -> dict[str, object]:
         "id": POOL_ID,
         "vmSize": "standard_d2s_v3",
         "virtualMachineConfiguration": {
-            "imageReference": {"publisher": "batchyard", "offer": "local", "sku": "host"},
-            "nodeAgentSKUId": "batchyard.local",
+            "imageReference": HOST_IMAGE["imageReference"],
+            "nodeAgentSKUId": HOST_IMAGE["nodeAgentSKUId"],
         },
         "taskSlotsPerNode": slots,
         "targetDedicatedNodes": agents,

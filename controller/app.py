@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from controller.api import agent, applications, files, jobs, jobschedules, pools, tasks
+from controller.api import account, agent, applications, files, jobs, jobschedules, pools, tasks
 from controller.api.gate import BatchGate
 from controller.api.responses import error_response
 from controller.context import Context
@@ -96,6 +96,8 @@ ROUTES = [
     Route(NODE + "/reboot", pools.reboot_node, methods=["POST"]),
     Route(NODE + "/files", files.node_files, methods=["GET"]),
     Route(NODE + "/files/{file_path:path}", files.node_file, methods=["GET", "HEAD", "DELETE"]),
+    Route("/nodecounts", account.list_node_counts, methods=["GET"]),
+    Route("/supportedimages", account.list_supported_images, methods=["GET"]),
     Route("/applications", applications.list_applications, methods=["GET"]),
     Route("/applications/{application_id}", applications.get_application, methods=["GET"]),
     Route("/agent/v1/nodes/{node_id}/claims", agent.claims, methods=["POST"]),

@@ -208,11 +208,10 @@ def pool(record: Record, node_count: int, endpoint: str) -> dict[str, Any]:
 def node(record: Record, pool_spec: dict[str, Any], endpoint: str) -> dict[str, Any]:
     """A compute node as BatchNode JSON."""
     used = int(record.get("used", "0"))
-    state = node_state(record["state"], used, record.get("scheduling", "enabled"))
     out: dict[str, Any] = {
         "id": record["id"],
         "url": node_url(endpoint, record["pool_id"], record["id"]),
-        "state": state,
+        "state": shown_node_state(record),
         "schedulingState": record.get("scheduling", "enabled"),
         "stateTransitionTime": record["stt"],
         "lastBootTime": record.get("boot") or record["alloc"],
@@ -236,13 +235,44 @@ def node(record: Record, pool_spec: dict[str, Any], endpoint: str) -> dict[str, 
     return out
 
 
-def node_state(stored: str, used_slots: int, scheduling: str) -> str:
+NODE_COUNT_NAMES = {
+    "creating": "creating",
+    "idle": "idle",
+    "offline": "offline",
+    "preempted": "preempted",
+    "rebooting": "rebooting",
+    "reimaging": "reimaging",
+    "running": "running",
+    "starting": "starting",
+    "starttaskfailed": "startTaskFailed",
+    "leavingpool": "leavingPool",
+    "unknown": "unknown",
+    "unusable": "unusable",
+    "waitingforstarttask": "waitingForStartTask",
+    "deallocated": "deallocated",
+    "deallocating": "deallocating",
+    "upgradingos": "upgradingOS",
+}
+
+
+def node_counts(pool_id: str, node_states: list[str]) -> dict[str, Any]:
+    """A pool's BatchPoolNodeCounts: its nodes by state (every node is dedicated)."""
+    dedicated = dict.fromkeys(NODE_COUNT_NAMES.values(), 0)
+    for state in node_states:
+        dedicated[NODE_COUNT_NAMES.get(state, "unknown")] += 1
+    dedicated["total"] = len(node_states)
+    low_priority = {**dict.fromkeys(NODE_COUNT_NAMES.values(), 0), "total": 0}
+    return {"poolId": pool_id, "dedicated": dedicated, "lowPriority": low_priority}
+
+
+def shown_node_state(record: Record) -> str:
     """The state a node shows: `running` while it has tasks, `offline` when idle with scheduling disabled."""
+    stored = record["state"]
     if stored != "idle":
         return stored
-    if used_slots > 0:
+    if int(record.get("used", "0")) > 0:
         return "running"
-    return "offline" if scheduling == "disabled" else "idle"
+    return "offline" if record.get("scheduling", "enabled") == "disabled" else "idle"
 
 
 def start_task_info(stored: dict[str, Any]) -> dict[str, Any]:

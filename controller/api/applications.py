@@ -8,7 +8,7 @@ from starlette.responses import Response
 from controller.api.common import context, list_options, param
 from controller.api.responses import json_response, listing
 from controller.services import applications
-from controller.services.records import Page
+from controller.services.records import page_of
 
 
 async def list_applications(request: Request) -> Response:
@@ -16,8 +16,7 @@ async def list_applications(request: Request) -> Response:
     ctx, options = context(request), list_options(request)
     known = await applications.catalogue(ctx)
     items = [applications.render_application(versions) for _, versions in sorted(known.items())]
-    page = Page(items[: options.max_results], "")
-    return listing(request, page, options, ctx.endpoint, "applications")
+    return listing(request, page_of(items, options), options, ctx.endpoint, "applications")
 
 
 async def get_application(request: Request) -> Response:

@@ -16,6 +16,7 @@ from controller.render import Record
 from controller.schemas.pools import PoolCreate, PoolReplace, PoolUpdate
 from controller.services.applications import require_packages
 from controller.services.records import Page, changed_spec, load, load_or_404, new_record, page
+from controller.store import reads
 
 DEFAULT_RESIZE_TIMEOUT_SECONDS = 15 * 60
 
@@ -78,6 +79,17 @@ async def get_node(ctx: Context, pool_id: str, node_id: str) -> dict[str, Any]:
     if record is None or record.get("pool") != pool["key"]:
         raise NotFound(f"The specified node does not exist: {node_id}", code="NodeNotFound")
     return render.node(record, _spec(pool), ctx.endpoint)
+
+
+async def list_node_counts(ctx: Context, options: ListOptions) -> Page:
+    """A page of pools with their nodes counted by state, in pool id order."""
+
+    async def counted(pool: Record) -> dict[str, Any]:
+        members = await reads.members(ctx.wire, ctx.keys.pool_nodes(pool["key"]))
+        records = await reads.records(ctx.wire, [ctx.keys.node(member) for member in members])
+        return render.node_counts(pool["id"], [render.shown_node_state(record) for record in records if record])
+
+    return await page(ctx.wire, ctx.keys.pools(), ctx.keys.pool, counted, options)
 
 
 def resize_deadline_ms(timeout: str | None) -> int:

@@ -64,6 +64,18 @@ class Page:
     next_token: str
 
 
+def page_of(items: list[dict[str, Any]], options: ListOptions) -> Page:
+    """A page of a list held in memory: filtered, projected, and continued after the skip token's position."""
+    start = int(options.skip_token) if options.skip_token.isdigit() else 0
+    chosen: list[dict[str, Any]] = []
+    for position in range(start, len(items)):
+        if options.predicate is None or options.predicate(items[position]):
+            chosen.append(project(items[position], options.select))
+            if len(chosen) == options.max_results:
+                return Page(chosen, str(position + 1) if position + 1 < len(items) else "")
+    return Page(chosen, "")
+
+
 async def page(
     wire: Wire,
     index_key: str,

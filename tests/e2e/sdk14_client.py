@@ -65,6 +65,8 @@ def main(url: str, account: str, key: str, container_url: str) -> None:
                 "job_priority": client.job.get("sdk14-job").priority,
                 "job_state": client.job.get("sdk14-job").state.value,
                 "pool": pool,
+                "images": [image.node_agent_sku_id for image in client.account.list_supported_images()],
+                "counted": sorted(counts.pool_id for counts in client.account.list_pool_node_counts()),
             }
         )
     )

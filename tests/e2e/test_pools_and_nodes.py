@@ -259,3 +259,36 @@ def test_a_patched_start_task_reaches_a_node_when_it_restarts(shared_stack: Loca
     client.update_pool("patched", models.BatchPoolUpdateOptions(vm_size="standard_d4s_v3"))
     assert client.get_pool("patched").vm_size == "standard_d4s_v3"
     client.begin_delete_pool("patched", polling_interval=0)
+
+
+def test_node_counts_follow_node_states(shared_stack: LocalStack) -> None:
+    # Given a pool of two nodes, one running a task and the other with scheduling disabled
+    client = batch_client(shared_stack)
+    _pool(client, "counted", 2)
+    client.create_job(models.BatchJobCreateOptions(id="count-job", pool_info=models.BatchPoolInfo(pool_id="counted")))
+    client.create_task("count-job", models.BatchTaskCreateOptions(id="busy", command_line="/bin/sleep 30"))
+    busy = _running_on(client, "count-job", "busy")
+    idle = next(node.id for node in client.list_nodes("counted") if node.id != busy)
+    client.disable_node_scheduling(
+        "counted", idle, models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="taskcompletion")
+    )
+    # When the account's node counts are listed for that pool
+    counts = list(client.list_pool_node_counts(filter="poolId eq 'counted'"))
+    # Then they show one running and one offline dedicated node, and no low-priority ones
+    assert [item.pool_id for item in counts] == ["counted"]
+    dedicated = counts[0].dedicated
+    assert (dedicated.running, dedicated.offline, dedicated.idle, dedicated.total) == (1, 1, 0, 2)
+    assert counts[0].low_priority.total == 0
+    assert "counted" in {item.pool_id for item in client.list_pool_node_counts()}
+    client.terminate_task("count-job", "busy")
+    client.begin_delete_pool("counted", polling_interval=0)
+
+
+def test_supported_images_list_the_image_of_the_local_pool(shared_stack: LocalStack) -> None:
+    client = batch_client(shared_stack)
+    images = list(client.list_supported_images(filter="osType eq 'linux'"))
+    pool = client.get_pool("local").virtual_machine_configuration
+    assert [image.node_agent_sku_id for image in images] == [pool.node_agent_sku_id]
+    assert images[0].image_reference.offer == pool.image_reference.offer
+    assert images[0].verification_type == "verified"
+    assert list(client.list_supported_images(filter="osType eq 'windows'")) == []

@@ -47,5 +47,6 @@ def test_sdk14_runs_a_task_and_uploads_its_output(shared_stack: LocalStack, sdk1
     assert seen["duplicate"] == "JobExists"
     assert (seen["tuned_retries"], seen["completed_update"]) == (4, "TaskCompleted")
     assert (seen["job_state"], seen["job_priority"]) == ("completed", 7)
+    assert seen["images"] == ["batchyard.local"] and "local" in seen["counted"]
     assert seen["pool"] == {"patched": ["/bin/true", [["a", "1"]]], "replaced": [True, [["b", "2"]]]}
     assert read_blob(shared_stack.connection_string, container, "sdk14/result.txt") == b"fourteen\n"

@@ -74,7 +74,7 @@ def test_pool_body() -> None:
     body = services.pool_body(2, 4)
     assert (body["id"], body["taskSlotsPerNode"], body["targetDedicatedNodes"]) == ("local", 4, 2)
     assert body["virtualMachineConfiguration"] == {
-        "imageReference": {"publisher": "batchyard", "offer": "local", "sku": "host"},
+        "imageReference": {"publisher": "batchyard", "offer": "local", "sku": "host", "version": "latest"},
         "nodeAgentSKUId": "batchyard.local",
     }
 

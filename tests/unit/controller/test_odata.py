@@ -6,6 +6,7 @@ import pytest
 
 from controller.api.odata import parse_filter, parse_options, project
 from controller.errors import BadRequest
+from controller.services.records import page_of
 
 TASKS = [
     {"id": "a1", "state": "completed", "executionInfo": {"exitCode": 0, "result": "success"}},
@@ -46,3 +47,21 @@ def test_maxresults_bounds() -> None:
 def test_select_projects_top_level_properties() -> None:
     options = parse_options({"$select": "id,state"})
     assert project(TASKS[0], options.select) == {"id": "a1", "state": "completed"}
+
+
+def _pages(query: dict[str, str]) -> list[list[str]]:
+    """Every page of TASKS listed with `query`, following skip tokens."""
+    pages, token = [], ""
+    while True:
+        page = page_of(TASKS, parse_options({**query, "$skiptoken": token}))
+        pages.append([item["id"] for item in page.items])
+        if not page.next_token:
+            return pages
+        token = page.next_token
+
+
+def test_a_list_in_memory_pages_after_its_filter() -> None:
+    assert _pages({"maxresults": "2"}) == [["a1", "a2"], ["b1"]]
+    assert _pages({"maxresults": "1", "$filter": "state eq 'completed'"}) == [["a1"], ["a2"], []]
+    assert _pages({"$filter": "state eq 'active'", "$select": "id"}) == [["b1"]]
+    assert page_of(TASKS, parse_options({"$select": "id"})).items[0] == {"id": "a1"}
