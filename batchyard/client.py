@@ -53,12 +53,14 @@ class BatchClient:
         body: Any = None,
         params: dict[str, str] | None = None,
         content: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """Send one signed request; `body` is sent as JSON, or `content` as raw bytes."""
+        """Send one signed request; `body` is sent as JSON, or `content` as raw bytes, with extra `headers`
+        (such as `If-Match`) signed too."""
         query = {"api-version": API_VERSION, **(params or {})}
         if content is None and body is not None:
             content = json.dumps(body).encode()
-        headers = {"content-type": CONTENT_TYPE, "ocp-date": email.utils.formatdate(usegmt=True)}
+        headers = {"content-type": CONTENT_TYPE, "ocp-date": email.utils.formatdate(usegmt=True), **(headers or {})}
         request = self._http.build_request(method, self.url + path, params=query, content=content, headers=headers)
         request.headers["authorization"] = self._authorization(request)
         return self._http.send(request)

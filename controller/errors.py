@@ -89,3 +89,8 @@ def invalid_property(name: str, reason: str) -> BadRequest:
         code="InvalidPropertyValue",
         values={"PropertyName": name, "Reason": reason},
     )
+
+
+def condition_not_met() -> PreconditionFailed:
+    """412 ConditionNotMet: an If-Match or If-Unmodified-Since condition did not hold."""
+    return PreconditionFailed("The condition specified using HTTP conditional header(s) is not met.")

@@ -6,7 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller import render
+from controller.api import conditions
 from controller.api.common import context, in_background, list_options, param
+from controller.api.conditions import conditional, if_etag
 from controller.api.responses import accepted, created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_json, parse_model
 from controller.render import Record
@@ -24,6 +26,7 @@ async def create_job(request: Request) -> Response:
     return created(record, render.job_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.job)
 async def get_job(request: Request) -> Response:
     """GET /jobs/{jobId}."""
     ctx = context(request)
@@ -39,6 +42,7 @@ async def list_jobs(request: Request) -> Response:
     return listing(request, await jobs.list_jobs(ctx, options), options, ctx.endpoint, "jobs")
 
 
+@conditional(conditions.job)
 async def terminate_job(request: Request) -> Response:
     """POST /jobs/{jobId}/terminate."""
     ctx = context(request)
@@ -48,6 +52,7 @@ async def terminate_job(request: Request) -> Response:
     return accepted(record, render.job_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.job)
 async def delete_job(request: Request) -> Response:
     """DELETE /jobs/{jobId}."""
     ctx = context(request)
@@ -57,6 +62,7 @@ async def delete_job(request: Request) -> Response:
     return Response(status_code=202)
 
 
+@conditional(conditions.job)
 async def disable_job(request: Request) -> Response:
     """POST /jobs/{jobId}/disable."""
     ctx = context(request)
@@ -65,6 +71,7 @@ async def disable_job(request: Request) -> Response:
     return accepted(record, render.job_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.job)
 async def enable_job(request: Request) -> Response:
     """POST /jobs/{jobId}/enable."""
     ctx = context(request)
@@ -80,18 +87,20 @@ async def job_task_status(request: Request) -> Response:
     return listing(request, page, options, ctx.endpoint, "jobpreparationandreleasetaskstatuslist")
 
 
+@conditional(conditions.job)
 async def update_job(request: Request) -> Response:
     """PATCH /jobs/{jobId}."""
     ctx = context(request)
     body = parse_model(await request.body(), JobUpdate)
-    return _updated(ctx.endpoint, await jobs.update_job(ctx, param(request, "job_id"), body))
+    return _updated(ctx.endpoint, await jobs.update_job(ctx, param(request, "job_id"), body, if_etag(request)))
 
 
+@conditional(conditions.job)
 async def replace_job(request: Request) -> Response:
     """PUT /jobs/{jobId}."""
     ctx = context(request)
     body = parse_model(await request.body(), JobReplace)
-    return _updated(ctx.endpoint, await jobs.replace_job(ctx, param(request, "job_id"), body))
+    return _updated(ctx.endpoint, await jobs.replace_job(ctx, param(request, "job_id"), body, if_etag(request)))
 
 
 def _updated(endpoint: str, record: Record) -> Response:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from controller.api import conditions
 from controller.api.common import context, in_background, list_options, param
+from controller.api.conditions import conditional, if_etag
 from controller.api.responses import accepted, created, entity, entity_headers, listing
 from controller.api.validation import parse_model
 from controller.schemas.jobs import JobScheduleCreate, JobScheduleReplace, JobScheduleUpdate
@@ -20,6 +22,7 @@ async def create_schedule(request: Request) -> Response:
     return created(record, jobschedules.schedule_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.schedule)
 async def get_schedule(request: Request) -> Response:
     """GET /jobschedules/{jobScheduleId}."""
     ctx = context(request)
@@ -28,12 +31,14 @@ async def get_schedule(request: Request) -> Response:
     return entity(body, record, body["url"], ctx.endpoint, "jobschedules")
 
 
+@conditional(conditions.schedule)
 async def update_schedule(request: Request) -> Response:
     """PATCH /jobschedules/{jobScheduleId}."""
     body = parse_model(await request.body(), JobScheduleUpdate)
     return await _updated(request, body)
 
 
+@conditional(conditions.schedule)
 async def replace_schedule(request: Request) -> Response:
     """PUT /jobschedules/{jobScheduleId}."""
     body = parse_model(await request.body(), JobScheduleReplace)
@@ -42,12 +47,13 @@ async def replace_schedule(request: Request) -> Response:
 
 async def _updated(request: Request, update: JobScheduleUpdate) -> Response:
     ctx = context(request)
-    record = await jobschedules.update_schedule(ctx, param(request, "schedule_id"), update)
+    record = await jobschedules.update_schedule(ctx, param(request, "schedule_id"), update, if_etag(request))
     return Response(
         status_code=200, headers=entity_headers(record, jobschedules.schedule_url(ctx.endpoint, record["id"]))
     )
 
 
+@conditional(conditions.schedule)
 async def schedule_exists(request: Request) -> Response:
     """HEAD /jobschedules/{jobScheduleId}: 200 when it exists, 404 when not."""
     await jobschedules.get_schedule(context(request), param(request, "schedule_id"))
@@ -69,18 +75,21 @@ async def list_schedule_jobs(request: Request) -> Response:
     return listing(request, page, options, ctx.endpoint, "jobs")
 
 
+@conditional(conditions.schedule)
 async def disable_schedule(request: Request) -> Response:
     """POST /jobschedules/{jobScheduleId}/disable."""
     await jobschedules.disable_schedule(context(request), param(request, "schedule_id"))
     return Response(status_code=204)
 
 
+@conditional(conditions.schedule)
 async def enable_schedule(request: Request) -> Response:
     """POST /jobschedules/{jobScheduleId}/enable."""
     await jobschedules.enable_schedule(context(request), param(request, "schedule_id"))
     return Response(status_code=204)
 
 
+@conditional(conditions.schedule)
 async def terminate_schedule(request: Request) -> Response:
     """POST /jobschedules/{jobScheduleId}/terminate."""
     ctx = context(request)
@@ -88,6 +97,7 @@ async def terminate_schedule(request: Request) -> Response:
     return accepted(record, jobschedules.schedule_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.schedule)
 async def delete_schedule(request: Request) -> Response:
     """DELETE /jobschedules/{jobScheduleId}: the schedule and its jobs, in the background."""
     ctx = context(request)

@@ -6,7 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller import render
+from controller.api import conditions
 from controller.api.common import context, list_options, param
+from controller.api.conditions import conditional, if_etag
 from controller.api.responses import accepted, created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_model
 from controller.converge import target_nodes as pools_target
@@ -29,6 +31,7 @@ async def create_pool(request: Request) -> Response:
     return created(record, render.pool_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.pool)
 async def get_pool(request: Request) -> Response:
     """GET /pools/{poolId}."""
     ctx = context(request)
@@ -59,23 +62,26 @@ async def get_node(request: Request) -> Response:
     return json_response({"odata.metadata": f"{ctx.endpoint}/$metadata#nodes/@Element", **node})
 
 
+@conditional(conditions.pool)
 async def pool_exists(request: Request) -> Response:
     """HEAD /pools/{poolId}: 200 when it exists, 404 when not."""
     await pools.get_pool(context(request), param(request, "pool_id"))
     return Response(status_code=200)
 
 
+@conditional(conditions.pool)
 async def delete_pool(request: Request) -> Response:
     """DELETE /pools/{poolId}."""
     await pools.delete_pool(context(request), param(request, "pool_id"))
     return Response(status_code=202)
 
 
+@conditional(conditions.pool)
 async def update_pool(request: Request) -> Response:
     """PATCH /pools/{poolId}: the properties given replace the pool's."""
     ctx = context(request)
     body = parse_model(await request.body(), PoolUpdate)
-    record = await pools.update_pool(ctx, param(request, "pool_id"), body)
+    record = await pools.update_pool(ctx, param(request, "pool_id"), body, if_etag(request))
     return Response(status_code=200, headers=entity_headers(record, render.pool_url(ctx.endpoint, record["id"])))
 
 
@@ -87,6 +93,7 @@ async def replace_pool_properties(request: Request) -> Response:
     return Response(status_code=204, headers=entity_headers(record, render.pool_url(ctx.endpoint, record["id"])))
 
 
+@conditional(conditions.pool)
 async def resize_pool(request: Request) -> Response:
     """POST /pools/{poolId}/resize."""
     ctx = context(request)
@@ -98,6 +105,7 @@ async def resize_pool(request: Request) -> Response:
     return accepted(record, render.pool_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.pool)
 async def stop_resize(request: Request) -> Response:
     """POST /pools/{poolId}/stopresize."""
     ctx = context(request)
@@ -105,6 +113,7 @@ async def stop_resize(request: Request) -> Response:
     return accepted(record, render.pool_url(ctx.endpoint, record["id"]))
 
 
+@conditional(conditions.pool)
 async def remove_nodes(request: Request) -> Response:
     """POST /pools/{poolId}/removenodes."""
     ctx = context(request)

@@ -8,7 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from controller import render
+from controller.api import conditions
 from controller.api.common import context, in_background, list_options, param, query
+from controller.api.conditions import conditional, if_etag
 from controller.api.responses import created, entity, entity_headers, json_response, listing
 from controller.api.validation import parse_json, parse_model
 from controller.context import Context
@@ -64,6 +66,7 @@ def _expand_stats(request: Request) -> bool:
     return "stats" in query(request).get("$expand", "").lower().split(",")
 
 
+@conditional(conditions.task)
 async def get_task(request: Request) -> Response:
     """GET /jobs/{jobId}/tasks/{taskId}."""
     ctx = context(request)
@@ -81,12 +84,14 @@ async def list_tasks(request: Request) -> Response:
     return listing(request, page, options, ctx.endpoint, "tasks")
 
 
+@conditional(conditions.task)
 async def terminate_task(request: Request) -> Response:
     """POST /jobs/{jobId}/tasks/{taskId}/terminate."""
     await tasks.terminate_task(context(request), param(request, "job_id"), param(request, "task_id"))
     return Response(status_code=204)
 
 
+@conditional(conditions.task)
 async def delete_task(request: Request) -> Response:
     """DELETE /jobs/{jobId}/tasks/{taskId}: the task, and in the background its directory on its node."""
     ctx = context(request)
@@ -95,16 +100,18 @@ async def delete_task(request: Request) -> Response:
     return Response(status_code=200)
 
 
+@conditional(conditions.task)
 async def replace_task(request: Request) -> Response:
     """PUT /jobs/{jobId}/tasks/{taskId}: new constraints."""
     ctx = context(request)
     body = parse_model(await request.body(), TaskReplace)
-    record = await tasks.replace_task(ctx, param(request, "job_id"), param(request, "task_id"), body)
+    record = await tasks.replace_task(ctx, param(request, "job_id"), param(request, "task_id"), body, if_etag(request))
     return Response(
         status_code=200, headers=entity_headers(record, render.task_url(ctx.endpoint, record["job"], record["id"]))
     )
 
 
+@conditional(conditions.task)
 async def reactivate_task(request: Request) -> Response:
     """POST /jobs/{jobId}/tasks/{taskId}/reactivate."""
     await tasks.reactivate_task(context(request), param(request, "job_id"), param(request, "task_id"))

@@ -15,7 +15,7 @@ from controller.context import Context
 from controller.domain.clock import deadline_ms, iso, new_etag, now, parse_iso
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
-from controller.errors import Conflict, NotFound, invalid_property
+from controller.errors import Conflict, NotFound, condition_not_met, invalid_property
 from controller.render import Record
 from controller.schemas.jobs import JobCreate, JobReplace, JobUpdate, PoolInfo
 from controller.services.attempts import stop_attempts
@@ -166,8 +166,9 @@ async def _set_state(ctx: Context, record: Record, expected: str, state: str) ->
 UPDATABLE_STATES = "active,disabling,disabled,enabling"
 
 
-async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
-    """Change a job's updatable properties (PATCH): omitted ones keep their values."""
+async def update_job(ctx: Context, job_id: str, patch: JobUpdate, if_etag: str | None = None) -> Record:
+    """Change a job's updatable properties (PATCH): omitted ones keep their values; only while its ETag is
+    `if_etag`, when given."""
     record = await get_job(ctx, job_id)
     _check_update(record, patch)
     if patch.pool_info is not None and await ctx.redis.scard(ctx.keys.job_attempts(record["key"])):
@@ -175,9 +176,11 @@ async def update_job(ctx: Context, job_id: str, patch: JobUpdate) -> Record:
     fields = {**_update_fields(record, patch), "spec": changed_spec(record, patch.wire())}
     stamp = iso(now())
     fields.update({"modified": stamp, "etag": new_etag()})
-    result = await ctx.transitions.update_if(ctx.keys.job(record["key"]), "state", UPDATABLE_STATES, fields)
+    result = await ctx.transitions.update_if(ctx.keys.job(record["key"]), "state", UPDATABLE_STATES, fields, if_etag)
     if result[0] == "state":
         raise _state_conflict(result[1])
+    if result[0] == "etag":
+        raise condition_not_met()
     await _after_update(ctx, record, fields, patch)
     return await get_job(ctx, job_id)
 
@@ -226,11 +229,11 @@ async def _set_deadline(ctx: Context, record: Record, limit: str | None) -> None
         await ctx.redis.zadd(ctx.keys.job_deadlines(), {record["key"]: deadline})
 
 
-async def replace_job(ctx: Context, job_id: str, body: JobReplace) -> Record:
+async def replace_job(ctx: Context, job_id: str, body: JobReplace, if_etag: str | None = None) -> Record:
     """Replace a job's updatable properties (PUT): omitted ones take their defaults."""
     record = await get_job(ctx, job_id)
     current = PoolInfo.model_validate(json.loads(record["spec"])["poolInfo"])
-    return await update_job(ctx, job_id, body.as_update(current, record["pool_id"]))
+    return await update_job(ctx, job_id, body.as_update(current, record["pool_id"]), if_etag)
 
 
 async def complete_if_all_done(ctx: Context, job_id: str) -> None:

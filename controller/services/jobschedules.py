@@ -23,7 +23,7 @@ from controller.api.validation import error_from_validation
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now, parse_duration, parse_iso
 from controller.domain.ids import key_of
-from controller.errors import BatchError, Conflict, NotFound
+from controller.errors import BatchError, Conflict, NotFound, condition_not_met
 from controller.render import Record
 from controller.schemas.jobs import AutoPoolSpecification, JobCreate, JobScheduleCreate, JobScheduleUpdate, PoolInfo
 from controller.services import autopools, jobs, tasks
@@ -137,11 +137,13 @@ def first_due(last_run_ms: int, interval: timedelta, now_ms: int) -> int:
     return following + -(-(now_ms - following) // step) * step
 
 
-async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpdate) -> Record:
+async def update_schedule(
+    ctx: Context, schedule_id: str, update: JobScheduleUpdate, if_etag: str | None = None
+) -> Record:
     """Change a schedule's properties (PATCH, or PUT with every property given); jobs made later follow them.
 
     The change is applied only to the schedule as it was read (its ETag), and read again when the
-    reconciler made a job or changed its state meanwhile.
+    reconciler made a job or changed its state meanwhile; with `if_etag`, only to the schedule with that ETag.
     """
     if update.job_specification is not None:
         _check_job_specification(update.job_specification)
@@ -149,6 +151,8 @@ async def update_schedule(ctx: Context, schedule_id: str, update: JobScheduleUpd
         record = await get_schedule(ctx, schedule_id)
         if record["state"] not in ("active", "disabled"):
             raise _state_conflict(record["state"])
+        if if_etag is not None and record["etag"] != if_etag:
+            raise condition_not_met()
         result = await ctx.transitions.update_if(
             ctx.keys.job_schedule(record["key"]), "etag", record["etag"], _updated_fields(record, update)
         )

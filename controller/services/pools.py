@@ -11,7 +11,7 @@ from controller.api.odata import ListOptions
 from controller.context import Context
 from controller.domain.clock import iso, new_etag, now, parse_duration
 from controller.domain.ids import key_of
-from controller.errors import Conflict, NotFound
+from controller.errors import Conflict, NotFound, condition_not_met
 from controller.render import Record
 from controller.schemas.pools import PoolCreate, PoolReplace, PoolUpdate
 from controller.services.applications import require_packages
@@ -105,6 +105,8 @@ def _pool_conflict(result: list[str], pool_id: str) -> None:
     if result[0] == "state":
         code = "PoolBeingDeleted" if result[1] == "deleting" else "PoolBeingResized"
         raise Conflict(f"The operation is not allowed while the pool is {result[1]}", code=code)
+    if result[0] == "etag":
+        raise condition_not_met()
 
 
 async def resize_pool(ctx: Context, pool_id: str, target: int, option: str, timeout: str | None) -> Record:
@@ -148,9 +150,10 @@ async def delete_pool(ctx: Context, pool_id: str) -> None:
     await ctx.wake_scheduler()
 
 
-async def update_pool(ctx: Context, pool_id: str, body: PoolUpdate | PoolReplace) -> Record:
-    """Change a pool's properties. Nodes already in the pool keep the start task and packages they applied
-    until they restart; nodes that join or restart afterwards apply the new ones."""
+async def update_pool(ctx: Context, pool_id: str, body: PoolUpdate | PoolReplace, if_etag: str | None = None) -> Record:
+    """Change a pool's properties (only while its ETag is `if_etag`, when given). Nodes already in the pool
+    keep the start task and packages they applied until they restart; nodes that join or restart afterwards
+    apply the new ones."""
     pool = await get_pool(ctx, pool_id)
     changes = body.changes()
     await require_packages(ctx, changes.get("applicationPackageReferences") or [])
@@ -158,7 +161,8 @@ async def update_pool(ctx: Context, pool_id: str, body: PoolUpdate | PoolReplace
         await _require_empty(ctx, pool, body.needs_empty_pool())
     stamp = iso(now())
     fields = {"spec": changed_spec(pool, changes), "config_version": new_etag(), "etag": new_etag(), "modified": stamp}
-    _pool_conflict(await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "state", "active", fields), pool_id)
+    result = await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "state", "active", fields, if_etag)
+    _pool_conflict(result, pool_id)
     return await get_pool(ctx, pool_id)
 
 

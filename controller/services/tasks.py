@@ -19,7 +19,7 @@ from controller.domain.clock import iso, new_etag, now
 from controller.domain.dependencies import check_dependencies, dependency_names, integer_id
 from controller.domain.ids import key_of
 from controller.domain.lifecycle import task_ended_failure
-from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, invalid_property
+from controller.errors import BatchError, BodyTooLarge, Conflict, NotFound, condition_not_met, invalid_property
 from controller.render import Record
 from controller.schemas.jobs import JobManagerTask
 from controller.schemas.tasks import TaskCreate, TaskReplace
@@ -344,8 +344,11 @@ UNFINISHED_STATES = "active,preparing,running"
 """States in which a task's constraints may still change."""
 
 
-async def replace_task(ctx: Context, job_id: str, task_id: str, body: TaskReplace) -> Record:
-    """Replace a task's constraints (PUT); omitted ones take their defaults (retries: the job's).
+async def replace_task(
+    ctx: Context, job_id: str, task_id: str, body: TaskReplace, if_etag: str | None = None
+) -> Record:
+    """Replace a task's constraints (PUT); omitted ones take their defaults (retries: the job's); only while the
+    task's ETag is `if_etag`, when given.
 
     The retry limit applies at once, to the running attempt's end too; the wall clock and the
     retention time apply from the task's next attempt.
@@ -360,11 +363,13 @@ async def replace_task(ctx: Context, job_id: str, task_id: str, body: TaskReplac
     retries = constraints.get("maxTaskRetryCount", job.get("max_retries", "0"))
     fields = {"spec": json.dumps(spec), "max_retries": str(retries), "modified": iso(now()), "etag": new_etag()}
     task_key = ctx.keys.task(job["key"], task["key"])
-    result = await ctx.transitions.update_if(task_key, "state", UNFINISHED_STATES, fields)
+    result = await ctx.transitions.update_if(task_key, "state", UNFINISHED_STATES, fields, if_etag)
     if result[0] == "missing":
         raise task_not_found(task_id)
     if result[0] == "state":
         raise Conflict("The task has completed; its constraints can no longer change", code="TaskCompleted")
+    if result[0] == "etag":
+        raise condition_not_met()
     return await get_task(ctx, job_id, task_id)
 
 

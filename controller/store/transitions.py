@@ -292,10 +292,13 @@ class Transitions:
         """Mark a node unknown if it has not been heard from since `cutoff_ms`; True when it changed."""
         return bool(await self._run("node_silent", [self.keys.node(node_id)], [cutoff_ms, now, etag]))
 
-    async def update_if(self, key: str, field: str, expected: str, fields: Mapping[str, str]) -> list[str]:
-        """Set fields of an entity if `field` holds one of `expected` (comma-separated, or "*"); the status list."""
+    async def update_if(
+        self, key: str, field: str, expected: str, fields: Mapping[str, str], etag: str | None = None
+    ) -> list[str]:
+        """Set fields of an entity if `field` holds one of `expected` (comma-separated, or "*") and, when `etag`
+        is given, its ETag is that one; the status list."""
         flat = [item for pair in fields.items() for item in pair]
-        return cast(list[str], await self._run("update_if", [key], [field, expected, *flat]))
+        return cast(list[str], await self._run("update_if", [key], [field, expected, etag or "", *flat]))
 
     async def remove_node(self, node_id: str, pool_key: str) -> bool:
         """Forget a node that runs nothing any more; False while attempts still live on it."""

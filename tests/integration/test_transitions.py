@@ -349,3 +349,18 @@ async def test_a_deleted_dependent_no_longer_counts_on_its_parents(store: Transi
     await _complete(store, parent, "satisfy")
     assert await store.redis.hget(again, "waiting") == "1"
     assert again not in await _queued(store)
+
+
+async def test_an_update_for_an_etag_changes_only_the_entity_that_still_has_it(store: Store) -> None:
+    key = store.keys.job("etagged")
+    await store.redis.hset(key, mapping={"state": "active", "etag": "0x2", "priority": "1"})
+    stale = await store.update_if(key, "state", "active", {"priority": "5", "etag": "0x3"}, etag="0x1")
+    assert stale == ["etag", "0x2"]
+    assert await store.redis.hmget(key, "priority", "etag") == ["1", "0x2"]
+    first, second = await asyncio.gather(
+        store.update_if(key, "state", "active", {"priority": "6", "etag": "0x4"}, etag="0x2"),
+        store.update_if(key, "state", "active", {"priority": "7", "etag": "0x5"}, etag="0x2"),
+    )
+    assert sorted([first[0], second[0]]) == ["etag", "ok"]
+    assert await store.redis.hget(key, "priority") in ("6", "7")
+    assert await store.update_if(key, "state", "active", {"priority": "8"}) == ["ok"]
