@@ -235,10 +235,11 @@ class Schedule(BatchModel):
     recurrence_interval: Duration | None = None
 
     @model_validator(mode="after")
-    def _interval(self) -> Schedule:
-        interval = parse_duration(self.recurrence_interval) if self.recurrence_interval else None
-        if interval is not None and interval < timedelta(minutes=1):
-            raise ValueError("recurrenceInterval must be at least one minute")
+    def _at_least_a_minute(self) -> Schedule:
+        for name, value in (("recurrenceInterval", self.recurrence_interval), ("startWindow", self.start_window)):
+            duration = parse_duration(value) if value else None
+            if duration is not None and duration < timedelta(minutes=1):
+                raise ValueError(f"{name} must be at least one minute")
         return self
 
 

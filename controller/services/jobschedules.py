@@ -62,7 +62,8 @@ async def create_schedule(ctx: Context, body: JobScheduleCreate) -> Record:
     """Create a job schedule; 400 when its job specification is not a valid job, 409 JobScheduleExists."""
     _check_job_specification(body.job_specification)
     key, stamp = key_of(body.id), iso(now())
-    first = body.schedule.do_not_run_until.timestamp() if body.schedule.do_not_run_until else time.time()
+    until = body.schedule.do_not_run_until
+    first = max(until.timestamp(), time.time()) if until else time.time()
     fields = {**new_record(body, body.id, stamp), "next_run": str(int(first * 1000)), "count": "0"}
     existing = await ctx.transitions.create(ctx.keys.job_schedule(key), ctx.keys.job_schedules(), key, fields)
     if existing is not None:
@@ -120,10 +121,10 @@ def next_run_after_change(schedule: dict[str, Any], last_run_ms: int | None, now
     """
     until = int(parse_iso(schedule["doNotRunUntil"]).timestamp() * 1000) if schedule.get("doNotRunUntil") else None
     if last_run_ms is None:
-        return str(until if until is not None else now_ms)
+        return str(max(until, now_ms) if until is not None else now_ms)
     interval = parse_duration(schedule.get("recurrenceInterval") or "")
     if interval is None:
-        return str(until) if until is not None and until > last_run_ms else ""
+        return str(max(until, now_ms)) if until is not None and until > last_run_ms else ""
     following = first_due(last_run_ms, interval, now_ms)
     return str(max(following, until) if until is not None else following)
 
@@ -135,6 +136,12 @@ def first_due(last_run_ms: int, interval: timedelta, now_ms: int) -> int:
     if following >= now_ms:
         return following
     return following + -(-(now_ms - following) // step) * step
+
+
+def window_missed(due_ms: int, start_window: timedelta | None, now_ms: int) -> bool:
+    """Whether a run due at `due_ms` can no longer start: its `startWindow` has passed (the previous job ran on,
+    or no scheduler ran). Without a window a run may start any time after it is due."""
+    return start_window is not None and now_ms > due_ms + int(start_window.total_seconds() * 1000)
 
 
 async def update_schedule(
@@ -274,12 +281,19 @@ async def _next_run(ctx: Context, record: Record) -> None:
             return  # changed or deleted meanwhile: the next pass decides again
         log.info("job schedule %s completed", record["id"])
         return
-    due = int(record["next_run"])
-    if time.time() * 1000 < due:
+    due, now_ms = int(record["next_run"]), int(time.time() * 1000)
+    if now_ms < due:
+        return
+    interval = parse_duration(schedule.get("recurrenceInterval") or "")
+    following = str(first_due(due, interval, now_ms)) if interval else ""
+    if window_missed(due, parse_duration(schedule.get("startWindow") or ""), now_ms):
+        skipped = {"next_run": following, "etag": new_etag()}
+        result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "etag", record["etag"], skipped)
+        if result[0] == "ok":
+            missed = iso(datetime.fromtimestamp(due / 1000, UTC))
+            log.info("job schedule %s: the run due at %s missed its start window", record["id"], missed)
         return
     count = int(record.get("count", "0")) + 1
-    interval = parse_duration(schedule.get("recurrenceInterval") or "")
-    following = str(first_due(due, interval, int(time.time() * 1000))) if interval else ""
     job_id = f"{record['id']}:job-{count}"
     run = {"count": str(count), "active_job": job_id, "recent_job": job_id, "next_run": following}
     run.update({"last_run": str(due), "etag": new_etag()})

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from controller.api.validation import error_from_validation
-from controller.schemas.jobs import JobCreate
+from controller.schemas.jobs import JobCreate, Schedule
 from controller.schemas.tasks import TaskCreate
 
 
@@ -73,3 +73,11 @@ def test_rendered_task_never_shows_a_sas_signature() -> None:
     rendered = str(render.task(record, "http://endpoint"))
     assert "SECRET" not in rendered
     assert "sig=REDACTED" in rendered
+
+
+@pytest.mark.parametrize("name", ["recurrenceInterval", "startWindow"])
+def test_schedule_durations_are_at_least_a_minute(name: str) -> None:
+    assert Schedule.model_validate({name: "PT1M"}).wire() == {name: "PT1M"}
+    with pytest.raises(ValidationError) as caught:
+        Schedule.model_validate({name: "PT59S"})
+    assert error_from_validation(caught.value).code == "InvalidPropertyValue"
