@@ -34,6 +34,13 @@ def _task(client: BatchClient, job_id: str, task_id: str) -> models.BatchTask:
     return client.get_task(job_id, task_id)
 
 
+def _job_with_running_task(client: BatchClient, pool_id: str, job_id: str, task_id: str, command: str) -> str:
+    """Add a job on the pool with one task; the node it runs on, once it runs."""
+    client.create_job(models.BatchJobCreateOptions(id=job_id, pool_info=models.BatchPoolInfo(pool_id=pool_id)))
+    client.create_task(job_id, models.BatchTaskCreateOptions(id=task_id, command_line=command))
+    return _running_on(client, job_id, task_id)
+
+
 def _running_on(client: BatchClient, job_id: str, task_id: str) -> str:
     until(f"{task_id} to run", lambda: _task(client, job_id, task_id).state == "running")
     return str(_task(client, job_id, task_id).node_info.node_id)
@@ -58,9 +65,7 @@ def test_a_pool_gets_its_target_of_local_agents_and_follows_resizes(shared_stack
 def test_disabling_scheduling_requeues_and_enabling_runs_the_task_again(shared_stack: LocalStack) -> None:
     client = batch_client(shared_stack)
     _pool(client, "sched", 1)
-    client.create_job(models.BatchJobCreateOptions(id="sched-job", pool_info=models.BatchPoolInfo(pool_id="sched")))
-    client.create_task("sched-job", models.BatchTaskCreateOptions(id="long", command_line="/bin/sleep 2"))
-    node_id = _running_on(client, "sched-job", "long")
+    node_id = _job_with_running_task(client, "sched", "sched-job", "long", "/bin/sleep 2")
     # When scheduling is disabled with requeue, the task goes back to active with requeueCount 1 and the node is offline
     options = models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="requeue")
     client.disable_node_scheduling("sched", node_id, options)
@@ -80,11 +85,7 @@ def test_disabling_scheduling_requeues_and_enabling_runs_the_task_again(shared_s
 def test_reboot_restarts_the_agent_and_requeues_its_task(shared_stack: LocalStack) -> None:
     client = batch_client(shared_stack)
     _pool(client, "rebooting", 1)
-    client.create_job(
-        models.BatchJobCreateOptions(id="reboot-job", pool_info=models.BatchPoolInfo(pool_id="rebooting"))
-    )
-    client.create_task("reboot-job", models.BatchTaskCreateOptions(id="t", command_line="/bin/sleep 3"))
-    node_id = _running_on(client, "reboot-job", "t")
+    node_id = _job_with_running_task(client, "rebooting", "reboot-job", "t", "/bin/sleep 3")
     booted = client.get_node("rebooting", node_id).last_boot_time
     reboot = {"nodeRebootOption": "requeue"}  # the SDK does not export its options model
     client.begin_reboot_node("rebooting", node_id, reboot, polling_interval=0)
@@ -97,9 +98,7 @@ def test_reboot_restarts_the_agent_and_requeues_its_task(shared_stack: LocalStac
 def test_removing_a_node_with_terminate_fails_its_task(shared_stack: LocalStack) -> None:
     client = batch_client(shared_stack)
     _pool(client, "removal", 1)
-    client.create_job(models.BatchJobCreateOptions(id="removal-job", pool_info=models.BatchPoolInfo(pool_id="removal")))
-    client.create_task("removal-job", models.BatchTaskCreateOptions(id="t", command_line="/bin/sleep 60"))
-    node_id = _running_on(client, "removal-job", "t")
+    node_id = _job_with_running_task(client, "removal", "removal-job", "t", "/bin/sleep 60")
     remove = models.BatchNodeRemoveOptions(node_ids=[node_id], node_deallocation_option="terminate")
     client.begin_remove_nodes("removal", remove, polling_interval=0)
     until("the node to be removed", lambda: _states(client, "removal") == [])
@@ -265,9 +264,7 @@ def test_node_counts_follow_node_states(shared_stack: LocalStack) -> None:
     # Given a pool of two nodes, one running a task and the other with scheduling disabled
     client = batch_client(shared_stack)
     _pool(client, "counted", 2)
-    client.create_job(models.BatchJobCreateOptions(id="count-job", pool_info=models.BatchPoolInfo(pool_id="counted")))
-    client.create_task("count-job", models.BatchTaskCreateOptions(id="busy", command_line="/bin/sleep 30"))
-    busy = _running_on(client, "count-job", "busy")
+    busy = _job_with_running_task(client, "counted", "count-job", "busy", "/bin/sleep 30")
     idle = next(node.id for node in client.list_nodes("counted") if node.id != busy)
     client.disable_node_scheduling(
         "counted", idle, models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="taskcompletion")
