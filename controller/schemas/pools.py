@@ -125,6 +125,10 @@ class PoolReplace(BatchModel):
             "targetNodeCommunicationMode": given.get("targetNodeCommunicationMode"),
         }
 
+    def needs_empty_pool(self) -> list[str]:
+        """None of these properties needs the pool to be empty."""
+        return []
+
 
 DeallocationOption = Annotated[str, BeforeValidator(ci_enum("requeue", "terminate", "taskcompletion", "retaineddata"))]
 

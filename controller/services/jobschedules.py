@@ -160,14 +160,17 @@ async def update_schedule(
             raise _state_conflict(record["state"])
         if if_etag is not None and record["etag"] != if_etag:
             raise condition_not_met()
-        result = await ctx.transitions.update_if(
-            ctx.keys.job_schedule(record["key"]), "etag", record["etag"], _updated_fields(record, update)
-        )
+        result = await _update_as_read(ctx, record, _updated_fields(record, update))
         if result[0] != "state":
             _check_result(result, record["id"])
             await ctx.wake_scheduler()
             return await get_schedule(ctx, schedule_id)
     raise Conflict("The job schedule kept changing; retry the request", code="OperationInvalidForCurrentState")
+
+
+async def _update_as_read(ctx: Context, record: Record, fields: dict[str, str]) -> list[str]:
+    """Set fields of the schedule only while it is as `record` read it (its ETag); the status list."""
+    return await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "etag", record["etag"], fields)
 
 
 def _updated_fields(record: Record, update: JobScheduleUpdate) -> dict[str, str]:
@@ -288,8 +291,7 @@ async def _next_run(ctx: Context, record: Record) -> None:
     following = str(first_due(due, interval, now_ms)) if interval else ""
     if window_missed(due, parse_duration(schedule.get("startWindow") or ""), now_ms):
         skipped = {"next_run": following, "etag": new_etag()}
-        result = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "etag", record["etag"], skipped)
-        if result[0] == "ok":
+        if (await _update_as_read(ctx, record, skipped))[0] == "ok":
             missed = iso(datetime.fromtimestamp(due / 1000, UTC))
             log.info("job schedule %s: the run due at %s missed its start window", record["id"], missed)
         return
@@ -297,8 +299,7 @@ async def _next_run(ctx: Context, record: Record) -> None:
     job_id = f"{record['id']}:job-{count}"
     run = {"count": str(count), "active_job": job_id, "recent_job": job_id, "next_run": following}
     run.update({"last_run": str(due), "etag": new_etag()})
-    claimed = await ctx.transitions.update_if(ctx.keys.job_schedule(record["key"]), "etag", record["etag"], run)
-    if claimed[0] != "ok":
+    if (await _update_as_read(ctx, record, run))[0] != "ok":
         return  # changed or deleted meanwhile: the next pass decides again
     await _create_job(ctx, record, _job_body(spec, job_id))
 

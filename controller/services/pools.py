@@ -157,8 +157,8 @@ async def update_pool(ctx: Context, pool_id: str, body: PoolUpdate | PoolReplace
     pool = await get_pool(ctx, pool_id)
     changes = body.changes()
     await require_packages(ctx, changes.get("applicationPackageReferences") or [])
-    if isinstance(body, PoolUpdate) and body.needs_empty_pool():
-        await _require_empty(ctx, pool, body.needs_empty_pool())
+    if names := body.needs_empty_pool():
+        await _require_empty(ctx, pool, names)
     stamp = iso(now())
     fields = {"spec": changed_spec(pool, changes), "config_version": new_etag(), "etag": new_etag(), "modified": stamp}
     result = await ctx.transitions.update_if(ctx.keys.pool(pool["key"]), "state", "active", fields, if_etag)
